@@ -1,0 +1,151 @@
+// Package sidecar is mreg's public front: TLS, authentication against the
+// user store, authorization by role and method, and a streaming reverse
+// proxy to the registry on the pod's loopback. The registry never sees
+// credentials or the TLS key; the sidecar never touches image data.
+//
+// The request chain is assembled in one place, Server.Handler.
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	"github.com/mreg-dev/mreg/internal/users"
+)
+
+// Config is the sidecar's configuration.
+type Config struct {
+	// Addr is the public listen address.
+	Addr string
+	// Upstream is the registry's URL (the pod's loopback).
+	Upstream string
+	// AuthDir holds users.db, tls.crt and tls.key.
+	AuthDir string
+	// Realm is the Basic realm in challenges.
+	Realm string
+	// AnonymousRead lets clients without credentials pull.
+	AnonymousRead bool
+	// Auth tunes credential checking and caching.
+	Auth AuthenticatorOptions
+	// Logger receives structured logs.
+	Logger *slog.Logger
+}
+
+// Server is the sidecar.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	auth  *Authenticator
+	proxy http.Handler
+	certs *certSource
+}
+
+// New validates cfg and prepares the server; it reads the user store once.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Realm == "" {
+		cfg.Realm = "mreg"
+	}
+	if cfg.AuthDir == "" {
+		return nil, fmt.Errorf("%w: auth directory is empty", ErrConfig)
+	}
+	up, err := url.Parse(cfg.Upstream)
+	if err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "" {
+		return nil, fmt.Errorf("%w: upstream %q is not an http(s) URL", ErrConfig, cfg.Upstream)
+	}
+	store, err := users.NewWatcher(ctx, filepath.Join(cfg.AuthDir, users.FileName))
+	if err != nil {
+		return nil, fmt.Errorf("read user store: %w", err)
+	}
+	cfg.Auth.Logger = cfg.Logger
+	auth, err := NewAuthenticator(store, cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		auth:  auth,
+		proxy: newProxy(up, newTransport(), cfg.Logger),
+		certs: &certSource{
+			certFile: filepath.Join(cfg.AuthDir, "tls.crt"),
+			keyFile:  filepath.Join(cfg.AuthDir, "tls.key"),
+			log:      cfg.Logger,
+		},
+	}, nil
+}
+
+// Handler is the whole request chain, outermost first.
+func (s *Server) Handler() http.Handler {
+	return chain(s.proxy,
+		s.accessLog,
+		s.methods,
+		s.authenticate,
+		s.authorize,
+	)
+}
+
+// chain wraps h so that the first middleware listed runs first.
+func chain(h http.Handler, mw ...func(http.Handler) http.Handler) http.Handler {
+	for i := len(mw) - 1; i >= 0; i-- {
+		h = mw[i](h)
+	}
+	return h
+}
+
+// ListenAndServe listens on cfg.Addr and serves until ctx is cancelled.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("sidecar listen: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln, HTTPS or HTTP per connection depending on whether a
+// certificate is present, until ctx is cancelled. Timeouts guard against
+// idle and slow-header clients but never cut a long transfer: there is no
+// read or write deadline on bodies.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if snap, err := s.auth.Store().Current(ctx); err == nil && snap.Len() == 0 {
+		s.log.WarnContext(ctx, "user store is empty: every request gets 401; create an admin with `manage-user add --admin NAME`",
+			"path", s.auth.Store().Path())
+	}
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	sl := &switchListener{Listener: ln, src: s.certs, cfg: s.certs.tlsConfig(), log: s.log}
+	if cert, err := s.certs.refresh(); err != nil {
+		s.log.ErrorContext(ctx, "tls files unusable", "err", err)
+	} else {
+		s.log.InfoContext(ctx, "sidecar listening", "addr", ln.Addr().String(),
+			"tls", cert != nil, "upstream", s.cfg.Upstream, "anonymous_read", s.cfg.AnonymousRead)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(sl) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("sidecar serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("sidecar shutdown: %w", err)
+	}
+	return nil
+}
