@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -83,6 +84,7 @@ type Authenticator struct {
 	sem     chan struct{}
 	waiting chan struct{}
 	flight  singleflight.Group
+	runs    atomic.Int64 // bcrypt comparisons done
 
 	mu    sync.Mutex
 	gen   uint64
@@ -202,6 +204,7 @@ func (a *Authenticator) compare(ctx context.Context, hash []byte, password strin
 		return false, ctx.Err()
 	}
 	defer func() { <-a.sem }()
+	a.runs.Add(1)
 	return bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil, nil
 }
 
@@ -211,3 +214,6 @@ func (a *Authenticator) CacheLen() int {
 	defer a.mu.Unlock()
 	return len(a.cache)
 }
+
+// BcryptRuns is the number of bcrypt comparisons done so far.
+func (a *Authenticator) BcryptRuns() int64 { return a.runs.Load() }

@@ -1,0 +1,166 @@
+package sidecar
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mreg-dev/mreg/internal/testutil"
+)
+
+// startUpload opens a blob upload as admin and returns the Location.
+func startUpload(t *testing.T, c *http.Client, base, host string) string {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+"/v2/team/app/blobs/uploads/", nil)
+	if host != "" {
+		req.Host = host
+	}
+	req.SetBasicAuth(adminName, adminPassword)
+	req.Header.Set("X-Forwarded-Host", "evil.example")
+	req.Header.Set("X-Forwarded-Proto", "gopher")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("start upload: %d", resp.StatusCode)
+	}
+	return resp.Header.Get("Location")
+}
+
+func TestLocationHeadersPointAtClientAddress(t *testing.T) {
+	s := newStack(t)
+	host := strings.TrimPrefix(s.sidecarURL, "http://")
+	_, port, _ := net.SplitHostPort(host)
+	for _, h := range []string{host, "localhost:" + port, "registry.example:" + port, "[::1]:" + port} {
+		t.Run(h, func(t *testing.T) {
+			loc := startUpload(t, http.DefaultClient, s.sidecarURL, h)
+			u, err := url.Parse(loc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.Scheme != "http" || u.Host != h {
+				t.Fatalf("Location %q: want http://%s/… (client-sent X-Forwarded-* must be ignored)", loc, h)
+			}
+		})
+	}
+	t.Run("https", func(t *testing.T) {
+		c, k, leaf := testCert(t, "loc")
+		writeFile(t, filepath.Join(s.authDir, "tls.crt"), c)
+		writeFile(t, filepath.Join(s.authDir, "tls.key"), k)
+		loc := startUpload(t, tlsClient(leaf), "https://"+host, "")
+		if !strings.HasPrefix(loc, "https://"+host+"/v2/team/app/blobs/uploads/") {
+			t.Fatalf("Location over TLS = %q", loc)
+		}
+	})
+}
+
+// pushBlob uploads b monolithically through base as admin and returns its digest.
+func pushBlob(t testing.TB, c *http.Client, base string, body io.Reader, digest string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+"/v2/team/app/blobs/uploads/", nil)
+	req.SetBasicAuth(adminName, adminPassword)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("start upload: %d %v", resp.StatusCode, err)
+	}
+	q := loc.Query()
+	q.Set("digest", digest)
+	loc.RawQuery = q.Encode()
+	req, _ = http.NewRequest("PUT", loc.String(), body)
+	req.SetBasicAuth(adminName, adminPassword)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("put blob: %d %s", resp.StatusCode, b)
+	}
+}
+
+func TestBlobRoundTripStreams(t *testing.T) {
+	s := newStack(t)
+	const size = 32 << 20
+	digest := testutil.PatternDigest(size)
+	pushBlob(t, http.DefaultClient, s.sidecarURL, &testutil.PatternReader{N: size}, digest)
+	req, _ := http.NewRequest("GET", s.sidecarURL+"/v2/team/app/blobs/"+digest, nil)
+	req.SetBasicAuth(userName, userPassword)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	if err != nil || n != size || fmt.Sprintf("sha256:%x", h.Sum(nil)) != digest {
+		t.Fatalf("pulled %d bytes, err %v, digest mismatch=%v", n, err, fmt.Sprintf("sha256:%x", h.Sum(nil)) != digest)
+	}
+}
+
+func TestClientDisconnectDoesNotLeakGoroutines(t *testing.T) {
+	s := newStack(t)
+	const size = 64 << 20
+	digest := testutil.PatternDigest(size)
+	pushBlob(t, http.DefaultClient, s.registryURL, &testutil.PatternReader{N: size}, digest)
+	// Let idle connections settle before counting.
+	http.DefaultClient.CloseIdleConnections()
+	time.Sleep(100 * time.Millisecond)
+	base := runtime.NumGoroutine()
+
+	for range 10 {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		req, _ := http.NewRequest("GET", s.sidecarURL+"/v2/team/app/blobs/"+digest, nil)
+		req.SetBasicAuth(userName, userPassword)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1<<20)
+		if _, err := io.ReadFull(resp.Body, buf); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close() // mid-stream: ~63 MiB left unread
+	}
+	// An aborted upload, too: the client sends half a body and hangs up.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.sidecarURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc := startUpload(t, http.DefaultClient, s.sidecarURL, "")
+	u, _ := url.Parse(loc)
+	fmt.Fprintf(conn, "PATCH %s HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\nContent-Length: 10000000\r\n\r\n", u.RequestURI(), b64(adminName+":"+adminPassword))
+	_, _ = conn.Write(bytes.Repeat([]byte("x"), 1<<20))
+	conn.Close()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		http.DefaultClient.CloseIdleConnections()
+		n := runtime.NumGoroutine()
+		if n <= base+2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines: %d before, %d after aborted transfers\n%s", base, n, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
