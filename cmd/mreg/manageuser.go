@@ -38,6 +38,7 @@ force on the running sidecar's very next request, no restart needed.`,
   podman exec -it mreg-auth manage-user ls
   printf '%s\n' "$PASSWORD" | mreg manage-user add ci-bot --auth-dir ./data/auth`,
 		Args: cobra.NoArgs,
+		RunE: needSubcommand,
 	}
 	cmd.PersistentFlags().StringVar(&o.authDir, "auth-dir", defaultAuthDir, "directory holding users.db")
 	cmd.AddCommand(

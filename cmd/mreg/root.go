@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -74,6 +75,16 @@ Every flag can also be set as an environment variable MREG_<FLAG>
 	}
 	cmd.SetArgs(args)
 	return cmd
+}
+
+// errNoSubcommand: a command group was run without one of its commands.
+var errNoSubcommand = errors.New("missing subcommand")
+
+// needSubcommand is the RunE of command groups: unknown words are refused
+// by cobra.NoArgs, and no word at all shows the help and fails.
+func needSubcommand(cmd *cobra.Command, _ []string) error {
+	_ = cmd.Help()
+	return fmt.Errorf("%s: %w", cmd.CommandPath(), errNoSubcommand)
 }
 
 // bindEnv fills every flag the user did not set from MREG_<FLAG>.
