@@ -26,10 +26,10 @@ var (
 type outcome int
 
 const (
-	forwarded outcome = iota // reached the registry
-	unauth                   // 401 from the sidecar
-	denied                   // 403 from the sidecar
-	notAllowed               // 405 from the sidecar
+	forwarded  outcome = iota // reached the registry
+	unauth                    // 401 from the sidecar
+	denied                    // 403 from the sidecar
+	notAllowed                // 405 from the sidecar
 )
 
 func (o outcome) String() string {

@@ -4,7 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-		"log/slog"
+	"log/slog"
 	"net"
 	"os"
 

@@ -22,9 +22,9 @@ var bucketUsers = []byte("users")
 // milliseconds; a longer wait means something is stuck.
 const lockTimeout = 5 * time.Second
 
-// open opens the database at path, waiting at most lockTimeout for the lock.
-func open(path string, readOnly bool) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, ReadOnly: readOnly})
+// open opens the database at path, waiting at most wait for the lock.
+func open(path string, readOnly bool, wait time.Duration) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: wait, ReadOnly: readOnly})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s", ErrBusy, path)
 	}
@@ -43,7 +43,7 @@ func update(ctx context.Context, path string, fn func(b *bolt.Bucket) error) err
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("create auth directory: %w", err)
 	}
-	db, err := open(path, false)
+	db, err := open(path, false, lockTimeout)
 	if err != nil {
 		return err
 	}
@@ -110,6 +110,9 @@ func Put(ctx context.Context, path, name string, hash []byte, admin bool) (creat
 
 // Toggle flips user name between admin and user and returns the new role.
 func Toggle(ctx context.Context, path, name string) (admin bool, err error) {
+	if err := mustExist(path, name); err != nil {
+		return false, err
+	}
 	err = update(ctx, path, func(b *bolt.Bucket) error {
 		v := b.Get([]byte(name))
 		if v == nil {
@@ -129,6 +132,9 @@ func Toggle(ctx context.Context, path, name string) (admin bool, err error) {
 
 // Remove deletes user name.
 func Remove(ctx context.Context, path, name string) error {
+	if err := mustExist(path, name); err != nil {
+		return err
+	}
 	return update(ctx, path, func(b *bolt.Bucket) error {
 		if b.Get([]byte(name)) == nil {
 			return fmt.Errorf("%w: %q", ErrNotFound, printable(name))
@@ -137,9 +143,18 @@ func Remove(ctx context.Context, path, name string) error {
 	})
 }
 
+// mustExist keeps Toggle and Remove from creating an empty database (and
+// its directory) when pointed at the wrong --auth-dir.
+func mustExist(path, name string) error {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %q (no user database at %s)", ErrNotFound, printable(name), path)
+	}
+	return nil
+}
+
 // List returns all users sorted by name. A missing database has no users.
 func List(ctx context.Context, path string) ([]User, error) {
-	m, err := readAll(ctx, path)
+	m, err := readAll(ctx, path, lockTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -151,15 +166,24 @@ func List(ctx context.Context, path string) ([]User, error) {
 	return out, nil
 }
 
-// readAll reads every user in one short read-only transaction.
-func readAll(ctx context.Context, path string) (map[string]User, error) {
+// readAll reads every user in one short read-only transaction, waiting at
+// most wait (and no longer than ctx allows) for a writer's lock. A missing
+// or empty (just created, not yet initialised) file has no users.
+func readAll(ctx context.Context, path string, wait time.Duration) (map[string]User, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+	info, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && info.Size() == 0) {
 		return map[string]User{}, nil
 	}
-	db, err := open(path, true)
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl))
+		if wait <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+	}
+	db, err := open(path, true, wait)
 	if err != nil {
 		return nil, err
 	}
