@@ -3,12 +3,15 @@ package main
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/mreg-dev/mreg/gc"
 	"github.com/mreg-dev/mreg/internal/registry"
 )
 
 type registryOpts struct {
 	*rootOpts
-	reg registry.Options
+	reg    registry.Options
+	gc     bool
+	gcOpts gc.Options
 }
 
 func newRegistryCmd(root *rootOpts) *cobra.Command {
@@ -23,6 +26,7 @@ With --config it reads a full Distribution configuration (storage drivers such
 as s3, gcs or azure, caches, notifications …), including Distribution's
 REGISTRY_* environment overrides.`,
 		Example: `  mreg registry --root ./data/registry
+  mreg registry --root /var/lib/registry --gc     # collect garbage, then serve
   mreg registry --config /etc/mreg/registry.yml
   REGISTRY_STORAGE=s3 REGISTRY_STORAGE_S3_BUCKET=images mreg registry --config base.yml`,
 		Args: cobra.NoArgs,
@@ -32,6 +36,8 @@ REGISTRY_* environment overrides.`,
 	f.StringVar(&o.reg.Addr, "addr", defaultRegistryAddr, "listen address (keep it on loopback: the registry has no auth)")
 	f.StringVar(&o.reg.Root, "root", defaultRoot, "filesystem storage root (without --config)")
 	f.StringVar(&o.reg.ConfigFile, "config", "", "full Distribution configuration file")
+	f.BoolVar(&o.gc, "gc", false, "garbage-collect before serving (the pod's init step)")
+	f.BoolVar(&o.gcOpts.KeepUntagged, "gc-keep-untagged", false, "with --gc: keep manifests that have no tag")
 	return cmd
 }
 
@@ -44,6 +50,20 @@ func (o *registryOpts) run(cmd *cobra.Command, _ []string) error {
 	cfg, err := registry.LoadConfig(o.reg)
 	if err != nil {
 		return err
+	}
+	// The lock is held for the registry's whole life: `mreg gc` refuses
+	// to run beside it, and it refuses to start beside a running GC.
+	lock, err := lockStorage(cfg, "mreg registry")
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	if o.gc {
+		// A failed GC is logged loudly (level error, "gc failed") and the
+		// registry serves anyway: GC deletes nothing unless its mark phase
+		// read every manifest, so a failure leaves garbage, not damage, and
+		// a registry that will not start over one bad file is worse.
+		_, _ = runGC(cmd.Context(), log, cfg, o.gcOpts)
 	}
 	srv, err := registry.New(cmd.Context(), cfg, log)
 	if err != nil {

@@ -62,6 +62,7 @@ Every flag can also be set as an environment variable MREG_<FLAG>
 	cmd.AddCommand(
 		newRegistryCmd(opts),
 		newSidecarCmd(opts),
+		newGCCmd(opts),
 		newManageUserCmd(opts),
 		newManageTLSCmd(opts),
 		newHealthcheckCmd(opts),

@@ -46,7 +46,7 @@ type Server struct {
 // many configuration errors (unknown storage driver, bad parameters); New
 // turns those panics into ErrConfig errors.
 func New(ctx context.Context, cfg *configuration.Configuration, log *slog.Logger) (srv *Server, err error) {
-	if err := configureLogrus(cfg); err != nil {
+	if err := ConfigureLogging(cfg); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -98,10 +98,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// configureLogrus points Distribution's logrus logger at JSON on stderr.
+// ConfigureLogging points Distribution's logrus logger at JSON on stderr.
 // Distribution logs through the logrus globals; there is no other handle,
 // and its default logger is logrus.StandardLogger().
-func configureLogrus(cfg *configuration.Configuration) error {
+func ConfigureLogging(cfg *configuration.Configuration) error {
 	level, err := logrus.ParseLevel(string(cfg.Log.Level))
 	if err != nil {
 		level = logrus.InfoLevel
