@@ -27,6 +27,9 @@ type Config struct {
 	Upstream string
 	// AuthDir holds users.db, tls.crt and tls.key.
 	AuthDir string
+	// CertFile and KeyFile override AuthDir/tls.crt and AuthDir/tls.key,
+	// e.g. for a mounted kubernetes.io/tls Secret.
+	CertFile, KeyFile string
 	// Realm is the Basic realm in challenges.
 	Realm string
 	// AnonymousRead lets clients without credentials pull.
@@ -65,6 +68,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read user store: %w", err)
 	}
+	if cfg.CertFile == "" {
+		cfg.CertFile = filepath.Join(cfg.AuthDir, "tls.crt")
+	}
+	if cfg.KeyFile == "" {
+		cfg.KeyFile = filepath.Join(cfg.AuthDir, "tls.key")
+	}
 	cfg.Auth.Logger = cfg.Logger
 	auth, err := NewAuthenticator(store, cfg.Auth)
 	if err != nil {
@@ -76,8 +85,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		auth:  auth,
 		proxy: newProxy(up, newTransport(), cfg.Logger),
 		certs: &certSource{
-			certFile: filepath.Join(cfg.AuthDir, "tls.crt"),
-			keyFile:  filepath.Join(cfg.AuthDir, "tls.key"),
+			certFile: cfg.CertFile,
+			keyFile:  cfg.KeyFile,
 			log:      cfg.Logger,
 		},
 	}, nil

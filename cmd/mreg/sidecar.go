@@ -31,6 +31,8 @@ requests get 401 unless --anonymous-read is set.`,
 	f.StringVar(&o.cfg.Addr, "addr", defaultSidecarAddr, "public listen address")
 	f.StringVar(&o.cfg.Upstream, "upstream", defaultUpstream, "URL of the registry")
 	f.StringVar(&o.cfg.AuthDir, "auth-dir", defaultAuthDir, "directory with users.db, tls.crt and tls.key")
+	f.StringVar(&o.cfg.CertFile, "tls-cert", "", "certificate file (default AUTH_DIR/tls.crt), e.g. from a mounted kubernetes.io/tls Secret")
+	f.StringVar(&o.cfg.KeyFile, "tls-key", "", "private key file (default AUTH_DIR/tls.key)")
 	f.StringVar(&o.cfg.Realm, "realm", "mreg", "realm in Basic challenges")
 	f.BoolVar(&o.cfg.AnonymousRead, "anonymous-read", false, "let clients without credentials pull (GET/HEAD)")
 	f.DurationVar(&o.cfg.Auth.CacheTTL, "credential-cache-ttl", 0, "how long a verified credential is remembered (default 5m; dropped on any user change)")
