@@ -21,6 +21,9 @@ import (
 type Identity struct {
 	Name  string
 	Admin bool
+	// Bearer: authenticated by an access token, whose grants are Scopes.
+	Bearer bool
+	Scopes []Scope
 }
 
 // Anonymous reports whether no user was authenticated.

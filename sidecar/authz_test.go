@@ -72,23 +72,28 @@ func TestAuthorizationMatrix(t *testing.T) {
 		"uploads":   "/v2/team/app/blobs/uploads/",
 		"tags":      "/v2/team/app/tags/list",
 	}
-	for _, anonymousRead := range []bool{false, true} {
-		var opts []stackOpt
-		if anonymousRead {
-			opts = append(opts, withAnonymousRead)
-		}
-		s := newStack(t, opts...)
-		for _, c := range creds {
-			for _, m := range methods {
-				for pname, path := range paths {
-					name := fmt.Sprintf("anon=%v/%s/%s/%s", anonymousRead, c.name, m, pname)
-					t.Run(name, func(t *testing.T) {
-						want := expected(c, m, anonymousRead)
-						before := s.upstreamHit.Load()
-						resp := doReq(t, m, s.sidecarURL+path, c)
-						reached := s.upstreamHit.Load() > before
-						checkOutcome(t, resp, want, reached)
-					})
+	for _, mode := range []string{AuthBasic, AuthToken} {
+		for _, anonymousRead := range []bool{false, true} {
+			opts := []stackOpt{func(c *Config) { c.AuthMode = mode }}
+			if anonymousRead {
+				opts = append(opts, withAnonymousRead)
+			}
+			s := newStack(t, opts...)
+			for _, c := range creds {
+				for _, m := range methods {
+					for pname, path := range paths {
+						name := fmt.Sprintf("%s/anon=%v/%s/%s/%s", mode, anonymousRead, c.name, m, pname)
+						t.Run(name, func(t *testing.T) {
+							want := expected(c, m, anonymousRead)
+							before := s.upstreamHit.Load()
+							resp := doReq(t, m, s.sidecarURL+path, c)
+							reached := s.upstreamHit.Load() > before
+							checkOutcome(t, resp, want, reached)
+							if ch := resp.Header.Get("WWW-Authenticate"); want == unauth && (mode == AuthBasic) != strings.HasPrefix(ch, "Basic ") {
+								t.Errorf("mode %s: challenge %q", mode, ch)
+							}
+						})
+					}
 				}
 			}
 		}
@@ -137,7 +142,7 @@ func checkOutcome(t *testing.T, resp *http.Response, want outcome, reached bool)
 		t.Errorf("Docker-Distribution-API-Version = %q", got)
 	}
 	ch := resp.Header.Get("WWW-Authenticate")
-	if want == unauth && ch != `Basic realm="mreg"` {
+	if want == unauth && ch != `Basic realm="mreg"` && !strings.HasPrefix(ch, `Bearer realm="http://127.0.0.1:`) {
 		t.Errorf("WWW-Authenticate = %q", ch)
 	}
 	if want != unauth && ch != "" {

@@ -5,12 +5,16 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 )
 
 type ctxKey int
 
-const identityKey ctxKey = iota
+const (
+	identityKey ctxKey = iota
+	reqInfoKey
+)
 
 // identityFrom returns the identity the authenticate middleware stored.
 func identityFrom(ctx context.Context) Identity {
@@ -22,8 +26,6 @@ func identityFrom(ctx context.Context) Identity {
 type reqInfo struct {
 	user string
 }
-
-const reqInfoKey ctxKey = iota + 1
 
 // methods refuses methods the registry API does not use, before any
 // credential check: they are answered the same for everyone.
@@ -38,21 +40,15 @@ func (s *Server) methods(next http.Handler) http.Handler {
 }
 
 // authenticate resolves the request's identity from its Authorization
-// header. Missing credentials leave the request anonymous; bad ones are
-// answered with 401 right here.
+// header: Basic (always accepted, so curl scripts work in token mode too)
+// or a Bearer token this sidecar issued. Missing credentials leave the
+// request anonymous; bad ones are answered with 401 right here.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		header := r.Header.Get("Authorization")
-		var id Identity
-		if header != "" {
-			user, password, err := parseBasic(header)
-			if err == nil {
-				id, err = s.auth.Basic(r.Context(), user, password)
-			}
-			if err != nil {
-				s.authFailed(w, r, user, err)
-				return
-			}
+		id, rerr := s.identify(r)
+		if rerr != nil {
+			rerr.write(w, r)
+			return
 		}
 		if info, ok := r.Context().Value(reqInfoKey).(*reqInfo); ok {
 			info.user = id.Name
@@ -61,42 +57,180 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	})
 }
 
-func (s *Server) authFailed(w http.ResponseWriter, r *http.Request, user string, err error) {
-	switch {
-	case errors.Is(err, ErrBusy):
-		errTooMany().write(w, r)
-	case errors.Is(err, context.Canceled):
-		// The client went away while its password was being checked.
-	default:
-		s.log.InfoContext(r.Context(), "authentication failed",
-			"user", user, "remote", r.RemoteAddr, "reason", err.Error())
-		errUnauthorized(s.challenge(), "authentication required").write(w, r)
+func (s *Server) identify(r *http.Request) (Identity, *regError) {
+	header := r.Header.Get("Authorization")
+	if header == "" {
+		return Identity{}, nil
 	}
+	scheme, rest, _ := strings.Cut(header, " ")
+	if strings.EqualFold(scheme, "Bearer") && s.tokens != nil {
+		id, err := s.bearer(r.Context(), strings.TrimSpace(rest))
+		if err != nil {
+			s.log.InfoContext(r.Context(), "authentication failed", "scheme", "bearer",
+				"remote", originFrom(r.Context()).client, "reason", err.Error())
+			n, _ := requiredAccess(r.Method, r.URL.Path)
+			return Identity{}, errUnauthorized(s.challenge(r, n, "invalid_token"), "invalid or expired token")
+		}
+		return id, nil
+	}
+	user, password, err := parseBasic(header)
+	if err == nil {
+		var id Identity
+		if id, err = s.login(r, user, password); err == nil {
+			return id, nil
+		}
+	}
+	return Identity{}, s.loginFailed(r, user, err)
 }
 
-// authorize applies role × method, then limits forwarding to /v2/.
+// login verifies a password; the one place every password check goes
+// through (request path and token endpoint alike).
+func (s *Server) login(r *http.Request, user, password string) (Identity, error) {
+	return s.auth.Basic(r.Context(), user, password)
+}
+
+// loginFailed logs a failed login (user and address, never the password)
+// and returns the answer for it.
+func (s *Server) loginFailed(r *http.Request, user string, err error) *regError {
+	switch {
+	case errors.Is(err, ErrBusy):
+		return errTooMany()
+	case errors.Is(err, context.Canceled):
+		// The client went away while its password was being checked.
+		return &regError{status: 499, code: codeUnauthorized, message: "client went away"}
+	}
+	s.log.InfoContext(r.Context(), "authentication failed",
+		"user", user, "remote", originFrom(r.Context()).client, "reason", err.Error())
+	n, _ := requiredAccess(r.Method, r.URL.Path)
+	return errUnauthorized(s.challenge(r, n, ""), "authentication required")
+}
+
+// bearer verifies an access token. The user must still exist, and its
+// current role bounds what the token grants: removal and demotion are in
+// force on the next request, not only when the token expires.
+func (s *Server) bearer(ctx context.Context, raw string) (Identity, error) {
+	c, err := s.tokens.verify(raw, kindAccess)
+	if err != nil {
+		return Identity{}, err
+	}
+	id := Identity{Name: c.Subject, Bearer: true, Scopes: c.scopes()}
+	if c.Subject == "" {
+		return id, nil
+	}
+	snap, err := s.auth.Store().Current(ctx)
+	if err != nil {
+		s.log.WarnContext(ctx, "user store reload failed, using previous state", "err", err)
+	}
+	u, ok := snap.Lookup(c.Subject)
+	if !ok {
+		return Identity{}, errors.New("token subject is no longer a user")
+	}
+	id.Admin = u.Admin
+	return id, nil
+}
+
+// decide is the authorization decision for an identified request.
+func (s *Server) decide(id Identity, n need) bool {
+	if n.write && (id.Anonymous() || !id.Admin) {
+		return false
+	}
+	if n.scope.Type == "" { // the /v2/ base: any valid identity
+		return !id.Anonymous() || id.Bearer || s.cfg.AnonymousRead
+	}
+	role := roleActions(id, s.cfg.AnonymousRead, n.scope.Type, n.scope.Name)
+	roleOK := containsAction(role, n.action)
+	if !id.Bearer {
+		return roleOK
+	}
+	return roleOK && covers(id.Scopes, n)
+}
+
+func containsAction(actions []string, a string) bool {
+	for _, x := range actions {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// authorize applies the decision. Refusals: 401 with a challenge for
+// anonymous requests and for tokens that lack a scope the role would allow
+// (the token spec's insufficient_scope, so the client fetches a better
+// token), 403 DENIED when the user's role does not allow it at all.
 func (s *Server) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := identityFrom(r.Context())
-		if !allowed(id, required(r.Method), s.cfg.AnonymousRead) {
-			if id.Anonymous() {
-				errUnauthorized(s.challenge(), "authentication required").write(w, r)
+		n, ok := requiredAccess(r.Method, r.URL.Path)
+		if !ok {
+			if id.Anonymous() && !s.cfg.AnonymousRead && !id.Bearer {
+				errUnauthorized(s.challenge(r, need{}, ""), "authentication required").write(w, r)
 				return
 			}
-			errDenied("requested access to the resource is denied").write(w, r)
-			return
-		}
-		if !isRegistryPath(r.URL.Path) {
 			errNotFound(r.URL.Path).write(w, r)
 			return
 		}
+		if !s.decide(id, n) {
+			switch {
+			case id.Bearer && s.decide(Identity{Name: id.Name, Admin: id.Admin}, n):
+				// The role allows it, the token does not cover it: the
+				// client asks for a token with this scope and retries.
+				errUnauthorized(s.challenge(r, n, "insufficient_scope"), "insufficient scope").write(w, r)
+			case id.Anonymous():
+				errUnauthorized(s.challenge(r, n, ""), "authentication required").write(w, r)
+			default:
+				errDenied("requested access to the resource is denied").write(w, r)
+			}
+			return
+		}
+		s.guardMount(r, id)
 		next.ServeHTTP(w, r)
 	})
 }
 
-// challenge is the WWW-Authenticate value of 401 responses.
-func (s *Server) challenge() string {
-	return `Basic realm="` + s.cfg.Realm + `"`
+// guardMount drops a cross-repository blob mount (?mount=…&from=REPO) when
+// the identity may not pull from REPO, so a push cannot copy a blob out of a
+// repository it cannot read; the registry then starts a normal upload.
+func (s *Server) guardMount(r *http.Request, id Identity) {
+	if r.Method != http.MethodPost {
+		return
+	}
+	q := r.URL.Query()
+	from := q.Get("from")
+	if from == "" {
+		return
+	}
+	n := need{scope: Scope{Type: typeRepository, Name: from, Actions: []string{actionPull}}, action: actionPull}
+	if s.decide(id, n) {
+		return
+	}
+	q.Del("mount")
+	q.Del("from")
+	r.URL.RawQuery = q.Encode()
+}
+
+// challenge is the WWW-Authenticate value of a 401 for a request needing n.
+func (s *Server) challenge(r *http.Request, n need, errCode string) string {
+	if s.tokens == nil || s.cfg.AuthMode == AuthBasic {
+		return `Basic realm="` + s.cfg.Realm + `"`
+	}
+	var b strings.Builder
+	b.WriteString(`Bearer realm="`)
+	b.WriteString(originFrom(r.Context()).baseURL())
+	b.WriteString(`/token",service="`)
+	b.WriteString(s.tokens.opts.Service)
+	b.WriteString(`"`)
+	if n.scope.Type != "" {
+		b.WriteString(`,scope="`)
+		b.WriteString(n.scope.String())
+		b.WriteString(`"`)
+	}
+	if errCode != "" {
+		b.WriteString(`,error="`)
+		b.WriteString(errCode)
+		b.WriteString(`"`)
+	}
+	return b.String()
 }
 
 // statusWriter records status and size for the access log. It forwards
@@ -150,7 +284,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 			slog.Int64("bytes_in", r.ContentLength),
 			slog.Float64("ms", float64(time.Since(start).Microseconds())/1000),
 			slog.String("user", info.user),
-			slog.String("remote", r.RemoteAddr),
+			slog.String("remote", originFrom(r.Context()).client),
 			slog.String("proto", r.Proto),
 		)
 	})

@@ -42,15 +42,19 @@ func newTransport() *http.Transport {
 
 // newProxy forwards to upstream, streaming in both directions. The
 // registry sees the Host the client used and X-Forwarded-Proto/-Host set by
-// the sidecar (client-sent X-Forwarded-* and Forwarded are dropped by
-// ReverseProxy before Rewrite), so the Location headers it writes point at
+// the sidecar from the request's origin (client-sent X-Forwarded-* and
+// Forwarded are dropped by ReverseProxy before Rewrite, and believed only
+// from trusted proxies), so the Location headers it writes point at
 // the address the client used. Authorization never reaches the registry.
 func newProxy(upstream *url.URL, transport http.RoundTripper, log *slog.Logger) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(upstream)
-			pr.Out.Host = pr.In.Host
-			pr.SetXForwarded()
+			o := originFrom(pr.In.Context())
+			pr.Out.Host = o.host
+			pr.Out.Header.Set("X-Forwarded-For", o.client)
+			pr.Out.Header.Set("X-Forwarded-Proto", o.scheme)
+			pr.Out.Header.Set("X-Forwarded-Host", o.host)
 			pr.Out.Header.Del("Authorization")
 		},
 		Transport:     transport,

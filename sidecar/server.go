@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"time"
@@ -32,21 +33,40 @@ type Config struct {
 	CertFile, KeyFile string
 	// Realm is the Basic realm in challenges.
 	Realm string
-	// AnonymousRead lets clients without credentials pull.
+	// AnonymousRead lets clients without credentials pull and list.
 	AnonymousRead bool
+	// AuthMode is AuthToken (challenge with Bearer, the default) or
+	// AuthBasic. Both accept Basic credentials and tokens on every request.
+	AuthMode string
+	// Token configures the token endpoint and tokens.
+	Token TokenOptions
+	// ExternalURL, when set, is the URL clients use to reach the sidecar
+	// (behind a reverse proxy): realm and Location headers point there.
+	ExternalURL string
+	// TrustedProxies are the addresses whose Forwarded / X-Forwarded-*
+	// headers are believed.
+	TrustedProxies []netip.Prefix
 	// Auth tunes credential checking and caching.
 	Auth AuthenticatorOptions
 	// Logger receives structured logs.
 	Logger *slog.Logger
 }
 
+// Auth modes.
+const (
+	AuthToken = "token"
+	AuthBasic = "basic"
+)
+
 // Server is the sidecar.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	auth  *Authenticator
-	proxy http.Handler
-	certs *certSource
+	cfg         Config
+	log         *slog.Logger
+	auth        *Authenticator
+	tokens      *tokens
+	externalURL *url.URL
+	proxy       http.Handler
+	certs       *certSource
 }
 
 // New validates cfg and prepares the server; it reads the user store once.
@@ -56,6 +76,21 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Realm == "" {
 		cfg.Realm = "mreg"
+	}
+	switch cfg.AuthMode {
+	case "":
+		cfg.AuthMode = AuthToken
+	case AuthToken, AuthBasic:
+	default:
+		return nil, fmt.Errorf("%w: auth mode %q: want token or basic", ErrConfig, cfg.AuthMode)
+	}
+	var ext *url.URL
+	if cfg.ExternalURL != "" {
+		u, err := url.Parse(cfg.ExternalURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("%w: external URL %q is not an http(s) URL", ErrConfig, cfg.ExternalURL)
+		}
+		ext = u
 	}
 	if cfg.AuthDir == "" {
 		return nil, fmt.Errorf("%w: auth directory is empty", ErrConfig)
@@ -79,11 +114,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	toks, err := newTokens(cfg.AuthDir, cfg.Token)
+	if err != nil {
+		return nil, err
+	}
 	return &Server{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		auth:  auth,
-		proxy: newProxy(up, newTransport(), cfg.Logger),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		auth:        auth,
+		tokens:      toks,
+		externalURL: ext,
+		proxy:       newProxy(up, newTransport(), cfg.Logger),
 		certs: &certSource{
 			certFile: cfg.CertFile,
 			keyFile:  cfg.KeyFile,
@@ -92,14 +133,30 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}, nil
 }
 
-// Handler is the whole request chain, outermost first.
+// Handler is the whole request chain, outermost first: the token
+// endpoint, then every registry request through authentication and
+// authorization to the proxy.
 func (s *Server) Handler() http.Handler {
-	return chain(s.proxy,
-		s.accessLog,
+	registry := chain(s.proxy,
 		s.methods,
 		s.authenticate,
 		s.authorize,
 	)
+	return chain(route(tokenPath, http.HandlerFunc(s.serveToken), registry),
+		s.accessLog,
+		s.withOrigin,
+	)
+}
+
+// route sends requests for path to h and everything else to rest.
+func route(path string, h, rest http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == path {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rest.ServeHTTP(w, r)
+	})
 }
 
 // chain wraps h so that the first middleware listed runs first.
@@ -141,8 +198,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if cert, err := s.certs.refresh(); err != nil {
 		s.log.ErrorContext(ctx, "tls files unusable", "err", err)
 	} else {
-		s.log.InfoContext(ctx, "sidecar listening", "addr", ln.Addr().String(),
-			"tls", cert != nil, "upstream", s.cfg.Upstream, "anonymous_read", s.cfg.AnonymousRead)
+		s.log.InfoContext(ctx, "sidecar listening", "addr", ln.Addr().String(), "tls", cert != nil,
+			"upstream", s.cfg.Upstream, "auth", s.cfg.AuthMode, "anonymous_read", s.cfg.AnonymousRead)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(sl) }()

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"net/netip"
+	"time"
+
 	"github.com/spf13/cobra"
 
 	"github.com/mreg-dev/mreg/sidecar"
@@ -8,7 +12,8 @@ import (
 
 type sidecarOpts struct {
 	*rootOpts
-	cfg sidecar.Config
+	cfg            sidecar.Config
+	trustedProxies []string
 }
 
 func newSidecarCmd(root *rootOpts) *cobra.Command {
@@ -34,7 +39,13 @@ requests get 401 unless --anonymous-read is set.`,
 	f.StringVar(&o.cfg.CertFile, "tls-cert", "", "certificate file (default AUTH_DIR/tls.crt), e.g. from a mounted kubernetes.io/tls Secret")
 	f.StringVar(&o.cfg.KeyFile, "tls-key", "", "private key file (default AUTH_DIR/tls.key)")
 	f.StringVar(&o.cfg.Realm, "realm", "mreg", "realm in Basic challenges")
-	f.BoolVar(&o.cfg.AnonymousRead, "anonymous-read", false, "let clients without credentials pull (GET/HEAD)")
+	f.BoolVar(&o.cfg.AnonymousRead, "anonymous-read", false, "let clients without credentials pull and list")
+	f.StringVar(&o.cfg.AuthMode, "auth", sidecar.AuthToken, "challenge clients with token (Bearer, tokens from /token) or basic; Basic credentials work in both")
+	f.DurationVar(&o.cfg.Token.TTL, "token-ttl", 5*time.Minute, "lifetime of access tokens")
+	f.DurationVar(&o.cfg.Token.RefreshTTL, "refresh-token-ttl", 7*24*time.Hour, "lifetime of refresh tokens (OAuth2 offline access)")
+	f.StringVar(&o.cfg.Token.Service, "token-service", "mreg", "service name of the token endpoint (audience of tokens)")
+	f.StringVar(&o.cfg.ExternalURL, "external-url", "", "URL clients use to reach mreg behind a reverse proxy, e.g. https://registry.example.com")
+	f.StringSliceVar(&o.trustedProxies, "trusted-proxies", nil, "addresses or CIDRs of reverse proxies whose Forwarded / X-Forwarded-* headers are believed")
 	f.DurationVar(&o.cfg.Auth.CacheTTL, "credential-cache-ttl", 0, "how long a verified credential is remembered (default 5m; dropped on any user change)")
 	f.IntVar(&o.cfg.Auth.Concurrency, "bcrypt-concurrency", 1, "password checks running at once (bounds CPU spent on wrong passwords)")
 	return cmd
@@ -46,9 +57,28 @@ func (o *sidecarOpts) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	o.cfg.Logger = log
+	for _, p := range o.trustedProxies {
+		prefix, err := parsePrefix(p)
+		if err != nil {
+			return fmt.Errorf("--trusted-proxies: %w", err)
+		}
+		o.cfg.TrustedProxies = append(o.cfg.TrustedProxies, prefix)
+	}
 	srv, err := sidecar.New(cmd.Context(), o.cfg)
 	if err != nil {
 		return err
 	}
 	return srv.ListenAndServe(cmd.Context())
+}
+
+// parsePrefix accepts a CIDR or a single address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither an address nor a CIDR", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
