@@ -66,6 +66,14 @@ func freePort(t testing.TB) int {
 type proc struct {
 	cmd *exec.Cmd
 	out *bytes.Buffer
+	w   *lockedWriter
+}
+
+// output is what the process has written so far (stdout and stderr).
+func (p *proc) output() string {
+	p.w.mu.Lock()
+	defer p.w.mu.Unlock()
+	return p.out.String()
 }
 
 // Pid is the process id.
@@ -77,11 +85,12 @@ func startProc(t testing.TB, env []string, bin string, args ...string) *proc {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	out := &bytes.Buffer{}
-	cmd.Stdout, cmd.Stderr = &lockedWriter{w: out}, &lockedWriter{w: out}
+	lw := &lockedWriter{w: out}
+	cmd.Stdout, cmd.Stderr = lw, lw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, out: out}
+	p := &proc{cmd: cmd, out: out, w: lw}
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		done := make(chan error, 1)
