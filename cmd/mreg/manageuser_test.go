@@ -161,3 +161,17 @@ func TestHealthcheckFailsWithoutServer(t *testing.T) {
 		t.Fatal("healthcheck succeeded with nothing listening")
 	}
 }
+
+func TestVersion(t *testing.T) {
+	out, err := cliRun(t, []string{"mreg", "version", "--json"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v versionInfo
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("version --json: %v: %q", err, out)
+	}
+	if !strings.HasPrefix(v.Go, "go1.") || !strings.HasPrefix(v.Distribution, "v3.") {
+		t.Fatalf("version: %+v", v)
+	}
+}

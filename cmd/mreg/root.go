@@ -66,6 +66,7 @@ Every flag can also be set as an environment variable MREG_<FLAG>
 		newManageUserCmd(opts),
 		newManageTLSCmd(opts),
 		newHealthcheckCmd(opts),
+		newVersionCmd(opts),
 	)
 	args := argv[1:]
 	if len(argv) > 0 {
