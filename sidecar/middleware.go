@@ -66,11 +66,12 @@ func (s *Server) identify(r *http.Request) (Identity, *regError) {
 	if strings.EqualFold(scheme, "Bearer") && s.tokens != nil {
 		id, err := s.bearer(r.Context(), strings.TrimSpace(rest))
 		if err != nil {
-			s.log.InfoContext(r.Context(), "authentication failed", "scheme", "bearer",
-				"remote", originFrom(r.Context()).client, "reason", err.Error())
+			s.metrics.authResult("bearer", "invalid_token")
+			s.auditAuthFailure(r, "bearer", "", err.Error())
 			n, _ := requiredAccess(r.Method, r.URL.Path)
 			return Identity{}, errUnauthorized(s.challenge(r, n, "invalid_token"), "invalid or expired token")
 		}
+		s.metrics.authResult("bearer", "ok")
 		return id, nil
 	}
 	user, password, err := parseBasic(header)
@@ -85,22 +86,50 @@ func (s *Server) identify(r *http.Request) (Identity, *regError) {
 
 // login verifies a password; the one place every password check goes
 // through (request path and token endpoint alike).
+// The brute-force throttle comes first, even for a credential that is
+// cached: otherwise a throttled address could keep guessing and tell a
+// right guess (200 from the cache) from a wrong one (429) at full speed.
 func (s *Server) login(r *http.Request, user, password string) (Identity, error) {
-	return s.auth.Basic(r.Context(), user, password)
+	ctx := r.Context()
+	addr := originFrom(ctx).client
+	if wait, ok := s.throttle.Check(addr, user); !ok {
+		return Identity{}, &throttledError{wait: wait}
+	}
+	id, err := s.auth.Basic(ctx, user, password)
+	switch {
+	case err == nil:
+		s.throttle.Success(addr, user)
+		s.metrics.authResult("basic", "ok")
+	case errors.Is(err, ErrBadCredentials):
+		s.throttle.Failure(addr, user)
+	}
+	return id, err
 }
+
+// throttledError: the brute-force throttle refused the attempt.
+type throttledError struct{ wait time.Duration }
+
+func (e *throttledError) Error() string { return "too many failed logins from this address" }
 
 // loginFailed logs a failed login (user and address, never the password)
 // and returns the answer for it.
 func (s *Server) loginFailed(r *http.Request, user string, err error) *regError {
+	var te *throttledError
 	switch {
+	case errors.As(err, &te):
+		s.metrics.authResult("basic", "throttled")
+		s.metrics.throttle()
+		s.auditAuthFailure(r, "basic", user, err.Error())
+		return errThrottled(te.wait)
 	case errors.Is(err, ErrBusy):
+		s.metrics.authResult("basic", "busy")
 		return errTooMany()
 	case errors.Is(err, context.Canceled):
 		// The client went away while its password was being checked.
 		return &regError{status: 499, code: codeUnauthorized, message: "client went away"}
 	}
-	s.log.InfoContext(r.Context(), "authentication failed",
-		"user", user, "remote", originFrom(r.Context()).client, "reason", err.Error())
+	s.metrics.authResult("basic", "bad_credentials")
+	s.auditAuthFailure(r, "basic", user, err.Error())
 	n, _ := requiredAccess(r.Method, r.URL.Path)
 	return errUnauthorized(s.challenge(r, n, ""), "authentication required")
 }
@@ -211,7 +240,8 @@ func (s *Server) guardMount(r *http.Request, id Identity) {
 
 // challenge is the WWW-Authenticate value of a 401 for a request needing n.
 func (s *Server) challenge(r *http.Request, n need, errCode string) string {
-	if s.tokens == nil || s.cfg.AuthMode == AuthBasic {
+	// The token endpoint itself takes Basic credentials.
+	if s.tokens == nil || s.cfg.AuthMode == AuthBasic || r.URL.Path == tokenPath {
 		return `Basic realm="` + s.cfg.Realm + `"`
 	}
 	var b strings.Builder
@@ -273,6 +303,8 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		info := &reqInfo{}
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), reqInfoKey, info)))
+		s.metrics.observe(r, sw.status, r.ContentLength, sw.bytes, time.Since(start))
+		s.auditRequest(r, sw.status, sw.Header(), info.user)
 		if !s.log.Enabled(r.Context(), slog.LevelInfo) {
 			return
 		}

@@ -48,6 +48,8 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Auth tunes credential checking and caching.
 	Auth AuthenticatorOptions
+	// Throttle tunes the brute-force protection.
+	Throttle ThrottleOptions
 	// Logger receives structured logs.
 	Logger *slog.Logger
 }
@@ -67,6 +69,8 @@ type Server struct {
 	externalURL *url.URL
 	proxy       http.Handler
 	certs       *certSource
+	metrics     *metrics
+	throttle    *Throttle
 }
 
 // New validates cfg and prepares the server; it reads the user store once.
@@ -118,7 +122,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{
+	srv := &Server{
 		cfg:         cfg,
 		log:         cfg.Logger,
 		auth:        auth,
@@ -130,7 +134,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			keyFile:  cfg.KeyFile,
 			log:      cfg.Logger,
 		},
-	}, nil
+		metrics:  newMetrics(auth),
+		throttle: NewThrottle(cfg.Throttle),
+	}
+	store.OnChange(func(before, after *users.Snapshot) { srv.auditUserChanges(context.Background(), before, after) })
+	return srv, nil
 }
 
 // Handler is the whole request chain, outermost first: the token
@@ -143,8 +151,8 @@ func (s *Server) Handler() http.Handler {
 		s.authorize,
 	)
 	return chain(route(tokenPath, http.HandlerFunc(s.serveToken), registry),
-		s.accessLog,
 		s.withOrigin,
+		s.accessLog,
 	)
 }
 
@@ -203,6 +211,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(sl) }()
+	go s.watchUsers(ctx)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("sidecar serve: %w", err)
@@ -214,4 +223,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("sidecar shutdown: %w", err)
 	}
 	return nil
+}
+
+// watchUsers looks at the user store every few seconds even without
+// requests, so that changes made with manage-user show up in the audit log
+// promptly (requests check it anyway, on every request).
+func (s *Server) watchUsers(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_, _ = s.auth.Store().Current(ctx)
+		}
+	}
 }

@@ -91,6 +91,9 @@ func newStack(t testing.TB, opts ...stackOpt) *stack {
 		AuthDir:  s.authDir,
 		Logger:   testLogger(t),
 		Auth:     AuthenticatorOptions{DummyCost: testCost},
+		// The matrix tests send many wrong passwords from one address;
+		// TestBruteForce turns the throttle back on.
+		Throttle: ThrottleOptions{FreeFailures: 1 << 30, UserFailures: 1 << 30},
 	}
 	for _, o := range opts {
 		o(&cfg)

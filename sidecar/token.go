@@ -122,19 +122,32 @@ func loadOrCreateKey(dir string) (*ecdsa.PrivateKey, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("auth directory: %w", err)
 	}
-	// O_EXCL: if another process created it meanwhile, use theirs.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return loadOrCreateKey(dir)
-	}
+	// Write a temporary file, then hard-link it into place: the key
+	// appears whole or not at all, and if another process (a second
+	// sidecar on the same volume) won the race, its key is used.
+	tmp, err := os.CreateTemp(dir, ".token.key-*")
 	if err != nil {
 		return nil, fmt.Errorf("write token key: %w", err)
 	}
-	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		f.Close()
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
 		return nil, fmt.Errorf("write token key: %w", err)
 	}
-	if err := f.Close(); err != nil {
+	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("write token key: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("write token key: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("write token key: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
+		return loadOrCreateKey(dir)
+	} else if err != nil {
 		return nil, fmt.Errorf("write token key: %w", err)
 	}
 	return k, nil
@@ -238,6 +251,7 @@ func (t *tokens) verify(raw, kind string) (*tokenClaims, error) {
 		jwt.WithAudience(t.opts.Service),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
+		jwt.WithStrictDecoding(),
 		jwt.WithTimeFunc(t.now),
 	)
 	if err != nil {

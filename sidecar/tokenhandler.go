@@ -79,6 +79,7 @@ func (s *Server) tokenGET(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp.Token = resp.AccessToken
+	s.metrics.tokenIssued("get")
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -115,8 +116,8 @@ func (s *Server) tokenPOST(w http.ResponseWriter, r *http.Request) {
 	case "refresh_token":
 		var err error
 		if id, err = s.refreshIdentity(r, f.Get("refresh_token")); err != nil {
-			s.log.InfoContext(r.Context(), "authentication failed", "scheme", "refresh_token",
-				"remote", originFrom(r.Context()).client, "reason", err.Error())
+			s.metrics.authResult("refresh_token", "invalid_token")
+			s.auditAuthFailure(r, "refresh_token", "", err.Error())
 			writeJSON(w, http.StatusBadRequest, oauthError{Error: "invalid_grant", Description: "invalid refresh token"})
 			return
 		}
@@ -139,6 +140,7 @@ func (s *Server) tokenPOST(w http.ResponseWriter, r *http.Request) {
 		// The client keeps its refresh token; a new one is not needed.
 		resp.RefreshToken = ""
 	}
+	s.metrics.tokenIssued(f.Get("grant_type"))
 	writeJSON(w, http.StatusOK, resp)
 }
 

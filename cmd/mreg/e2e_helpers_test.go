@@ -128,6 +128,7 @@ type pair struct {
 	authDir  string
 	root     string
 	host     string // sidecar host:port
+	metrics  string // sidecar metrics URL
 	registry *proc
 	sidecar  *proc
 }
@@ -137,13 +138,18 @@ func startPair(t testing.TB, sidecarArgs ...string) *pair {
 	bin := mregBin(t)
 	p := &pair{bin: bin, authDir: t.TempDir(), root: t.TempDir()}
 	rport, sport := freePort(t), freePort(t)
+	rmetrics, smetrics := "127.0.0.1:"+strconv.Itoa(freePort(t)), "127.0.0.1:"+strconv.Itoa(freePort(t))
 	p.host = "127.0.0.1:" + strconv.Itoa(sport)
-	p.registry = startProc(t, nil, bin, "registry", "--addr", "127.0.0.1:"+strconv.Itoa(rport), "--root", p.root)
+	p.metrics = "http://" + smetrics + "/metrics"
+	p.registry = startProc(t, nil, bin, "registry", "--addr", "127.0.0.1:"+strconv.Itoa(rport), "--root", p.root,
+		"--metrics-addr", rmetrics)
 	// The sidecar gets its settings from MREG_* variables, as in the pod.
 	env := []string{
 		"MREG_ADDR=" + p.host,
 		"MREG_UPSTREAM=http://127.0.0.1:" + strconv.Itoa(rport),
 		"MREG_AUTH_DIR=" + p.authDir,
+		"MREG_METRICS_ADDR=" + smetrics,
+		"MREG_REGISTRY_METRICS_URL=http://" + rmetrics + "/metrics",
 	}
 	p.sidecar = startProc(t, env, bin, append([]string{"sidecar"}, sidecarArgs...)...)
 	waitHealthy(t, bin, "http://127.0.0.1:"+strconv.Itoa(rport)+"/v2/")

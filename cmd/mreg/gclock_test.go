@@ -91,7 +91,7 @@ func gclStart(t *testing.T, bin string, args ...string) *gclProc {
 func gclRegistry(t *testing.T, bin, root string, extra ...string) *gclProc {
 	t.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	p := gclStart(t, bin, append([]string{"registry", "--root", root, "--addr", addr}, extra...)...)
+	p := gclStart(t, bin, append([]string{"registry", "--root", root, "--addr", addr, "--metrics-addr", ""}, extra...)...)
 	p.addr = addr
 	waitHealthy(t, bin, "http://"+addr+"/v2/")
 	return p
@@ -369,7 +369,7 @@ func TestGCLockRegistryRefusesWhileGCHoldsLock(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, bin, "registry", "--root", root, "--addr", addr).CombinedOutput()
+	out, err := exec.CommandContext(ctx, bin, "registry", "--root", root, "--addr", addr, "--metrics-addr", "").CombinedOutput()
 	if ctx.Err() != nil {
 		t.Fatalf("registry did not exit within 15s while the lock was held:\n%s", out)
 	}

@@ -36,13 +36,15 @@ REGISTRY_* environment overrides.`,
 	f.StringVar(&o.reg.Addr, "addr", defaultRegistryAddr, "listen address (keep it on loopback: the registry has no auth)")
 	f.StringVar(&o.reg.Root, "root", defaultRoot, "filesystem storage root (without --config)")
 	f.StringVar(&o.reg.ConfigFile, "config", "", "full Distribution configuration file")
+	f.StringVar(&o.reg.MetricsAddr, "metrics-addr", "127.0.0.1:5002", "Prometheus metrics of the registry (the sidecar republishes them); empty disables")
 	f.BoolVar(&o.gc, "gc", false, "garbage-collect before serving (the pod's init step)")
 	f.BoolVar(&o.gcOpts.KeepUntagged, "gc-keep-untagged", false, "with --gc: keep manifests that have no tag")
 	return cmd
 }
 
 func (o *registryOpts) run(cmd *cobra.Command, _ []string) error {
-	log, err := o.logger(cmd.ErrOrStderr())
+	// Logs go to stdout, with Distribution's.
+	log, err := o.logger(cmd.OutOrStdout())
 	if err != nil {
 		return err
 	}
@@ -69,5 +71,6 @@ func (o *registryOpts) run(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	srv.MetricsAddr = o.reg.MetricsAddr
 	return srv.ListenAndServe(cmd.Context())
 }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
 	"time"
 
@@ -12,8 +15,10 @@ import (
 
 type sidecarOpts struct {
 	*rootOpts
-	cfg            sidecar.Config
-	trustedProxies []string
+	cfg                sidecar.Config
+	trustedProxies     []string
+	metricsAddr        string
+	registryMetricsURL string
 }
 
 func newSidecarCmd(root *rootOpts) *cobra.Command {
@@ -45,6 +50,8 @@ requests get 401 unless --anonymous-read is set.`,
 	f.DurationVar(&o.cfg.Token.RefreshTTL, "refresh-token-ttl", 7*24*time.Hour, "lifetime of refresh tokens (OAuth2 offline access)")
 	f.StringVar(&o.cfg.Token.Service, "token-service", "mreg", "service name of the token endpoint (audience of tokens)")
 	f.StringVar(&o.cfg.ExternalURL, "external-url", "", "URL clients use to reach mreg behind a reverse proxy, e.g. https://registry.example.com")
+	f.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9090", "Prometheus metrics listener, never the public port (\":9090\" for a pod-internal port); empty disables")
+	f.StringVar(&o.registryMetricsURL, "registry-metrics-url", "http://127.0.0.1:5002/metrics", "the registry's metrics, appended to the sidecar's; empty disables")
 	f.StringSliceVar(&o.trustedProxies, "trusted-proxies", nil, "addresses or CIDRs of reverse proxies whose Forwarded / X-Forwarded-* headers are believed")
 	f.DurationVar(&o.cfg.Auth.CacheTTL, "credential-cache-ttl", 0, "how long a verified credential is remembered (default 5m; dropped on any user change)")
 	f.IntVar(&o.cfg.Auth.Concurrency, "bcrypt-concurrency", 1, "password checks running at once (bounds CPU spent on wrong passwords)")
@@ -52,7 +59,8 @@ requests get 401 unless --anonymous-read is set.`,
 }
 
 func (o *sidecarOpts) run(cmd *cobra.Command, _ []string) error {
-	log, err := o.logger(cmd.ErrOrStderr())
+	// Logs, the audit lines among them, go to stdout.
+	log, err := o.logger(cmd.OutOrStdout())
 	if err != nil {
 		return err
 	}
@@ -68,6 +76,12 @@ func (o *sidecarOpts) run(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	if o.metricsAddr != "" {
+		if err := serveMetrics(cmd.Context(), o.metricsAddr, srv.MetricsHandler(o.registryMetricsURL)); err != nil {
+			return err
+		}
+		log.InfoContext(cmd.Context(), "sidecar metrics", "addr", o.metricsAddr, "path", "/metrics")
+	}
 	return srv.ListenAndServe(cmd.Context())
 }
 
@@ -81,4 +95,22 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%q is neither an address nor a CIDR", s)
 	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// serveMetrics listens on addr and serves h at /metrics until ctx ends.
+func serveMetrics(ctx context.Context, addr string, h http.Handler) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = ms.Serve(ln) }()
+	go func() {
+		<-ctx.Done()
+		_ = ms.Close()
+	}()
+	return nil
 }

@@ -32,6 +32,9 @@ type Options struct {
 	ConfigFile string
 	// LogLevel is Distribution's log level (error, warn, info, debug).
 	LogLevel string
+	// MetricsAddr, when set, serves Distribution's Prometheus metrics
+	// there (keep it on loopback; the sidecar republishes them).
+	MetricsAddr string
 }
 
 // defaultConfig is the configuration used without --config. It is YAML, not a
@@ -98,6 +101,12 @@ func LoadConfig(o Options) (*configuration.Configuration, error) {
 	}
 	if cfg.HTTP.Addr == "" {
 		return nil, fmt.Errorf("%w: no listen address", ErrConfig)
+	}
+	if o.MetricsAddr != "" {
+		// Distribution instruments its routes only when this is on; it
+		// registers them in the Prometheus default registry, so only one
+		// registry per process may have it (the CLI's case).
+		cfg.HTTP.Debug.Prometheus.Enabled = true
 	}
 	if cfg.Log.Formatter == "" {
 		cfg.Log.Formatter = "json"

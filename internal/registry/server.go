@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
+	gometrics "github.com/docker/go-metrics"
 	"github.com/sirupsen/logrus"
 
 	// Storage drivers and their middleware register themselves with
@@ -41,6 +43,8 @@ type Server struct {
 	cfg     *configuration.Configuration
 	handler http.Handler
 	log     *slog.Logger
+	// MetricsAddr, when set, serves Distribution's metrics (see Options).
+	MetricsAddr string
 }
 
 // New builds the Distribution application for cfg. Distribution panics on
@@ -84,8 +88,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.log.InfoContext(ctx, "registry listening", "addr", ln.Addr().String(),
 		"storage", s.cfg.Storage.Type(), "version", Version())
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
+	if s.MetricsAddr != "" {
+		ms := &http.Server{Addr: s.MetricsAddr, Handler: gometrics.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := ms.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics listener: %w", err)
+			}
+		}()
+		defer ms.Close()
+		s.log.InfoContext(ctx, "registry metrics", "addr", s.MetricsAddr, "path", "/metrics")
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("registry serve: %w", err)
@@ -108,6 +122,7 @@ func ConfigureLogging(cfg *configuration.Configuration) error {
 		level = logrus.InfoLevel
 	}
 	logrus.SetLevel(level)
+	logrus.SetOutput(os.Stdout)
 	switch cfg.Log.Formatter {
 	case "text":
 		logrus.SetFormatter(&logrus.TextFormatter{TimestampFormat: time.RFC3339Nano})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,16 @@ func (s *Snapshot) Lookup(name string) (User, bool) {
 // Len is the number of users.
 func (s *Snapshot) Len() int { return len(s.users) }
 
+// Names returns the user names, sorted.
+func (s *Snapshot) Names() []string {
+	out := make([]string, 0, len(s.users))
+	for n := range s.users {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
 const (
 	// racyWindow: a file modified this recently when it was read may be
 	// modified again within the same timestamp tick (coarse file system
@@ -49,11 +60,16 @@ const (
 // a microsecond, so it runs on every request and a change made by
 // manage-user is in force on the very next one.
 type Watcher struct {
-	path string
-	now  func() time.Time
-	mu   sync.Mutex // serialises reloads
-	cur  atomic.Pointer[watched]
+	path     string
+	now      func() time.Time
+	mu       sync.Mutex // serialises reloads
+	cur      atomic.Pointer[watched]
+	onChange func(before, after *Snapshot)
 }
+
+// OnChange registers fn to be called, under the reload lock, whenever a
+// reload finds the users changed. Set it before concurrent use.
+func (w *Watcher) OnChange(fn func(before, after *Snapshot)) { w.onChange = fn }
 
 type watched struct {
 	snap *Snapshot
@@ -117,6 +133,9 @@ func (w *Watcher) Current(ctx context.Context) (*Snapshot, error) {
 	}
 	next := &watched{snap: snap, info: info, racy: racy}
 	w.cur.Store(next)
+	if snap != cur.snap && w.onChange != nil {
+		w.onChange(cur.snap, snap)
+	}
 	return next.snap, nil
 }
 
