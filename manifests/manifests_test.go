@@ -169,8 +169,13 @@ func TestPod(t *testing.T) {
 	if env(reg, "MREG_ADDR") != "127.0.0.1:5001" || env(auth, "MREG_UPSTREAM") != "http://127.0.0.1:5001" {
 		t.Error("registry must listen on the pod's loopback and the sidecar proxy to it")
 	}
-	if len(auth.Ports) != 1 || auth.Ports[0].ContainerPort != 5000 || auth.Ports[0].HostPort != 5000 || auth.Ports[0].Name != "registry" {
+	if len(auth.Ports) < 1 || auth.Ports[0].ContainerPort != 5000 || auth.Ports[0].HostPort != 5000 || auth.Ports[0].Name != "registry" {
 		t.Errorf("auth ports: %+v", auth.Ports)
+	}
+	for _, p := range auth.Ports[1:] {
+		if p.HostPort != 0 || p.ContainerPort == 5000 {
+			t.Errorf("only the registry port may be published: %+v", p)
+		}
 	}
 	// Volumes: each mount has a volume, each volume a PVC of this file.
 	claims := map[string]bool{}
