@@ -66,42 +66,51 @@ func (s *Server) resolveOrigin(r *http.Request) origin {
 	return o
 }
 
-// applyForwarded reads RFC 7239 Forwarded, or else X-Forwarded-*, sent by
-// a trusted proxy. The client address is the rightmost one that is not a
-// trusted proxy itself, so a client cannot prepend a fake one.
+// applyForwarded reads the forwarding headers of a trusted proxy. The
+// client address is the rightmost one that is not a trusted proxy itself,
+// and scheme and host come from that same hop, so a client cannot prepend
+// fake ones. X-Forwarded-* wins when X-Forwarded-For is present (what
+// nginx, ingress controllers and Go's ReverseProxy maintain, passing a
+// client's own Forwarded header through untouched); RFC 7239 Forwarded is
+// used only from proxies that send no X-Forwarded-For.
 func (s *Server) applyForwarded(r *http.Request, o *origin) {
-	if fwd := r.Header.Values("Forwarded"); len(fwd) > 0 {
-		elems := splitList(fwd)
-		for i := len(elems) - 1; i >= 0; i-- {
-			params := parseForwardedElem(elems[i])
-			if i == 0 || !s.trusts(hostOnly(params["for"])) {
-				if f := hostOnly(params["for"]); f != "" {
-					o.client = f
-				}
-				break
-			}
-		}
-		first := parseForwardedElem(elems[0])
-		if p := first["proto"]; p == "http" || p == "https" {
-			o.scheme = p
-		}
-		if h := first["host"]; validHost(h) {
-			o.host = h
-		}
-		return
-	}
-	if xff := splitList(r.Header.Values("X-Forwarded-For")); len(xff) > 0 {
+	xff := splitList(r.Header.Values("X-Forwarded-For"))
+	if len(xff) > 0 || r.Header.Get("Forwarded") == "" {
 		for i := len(xff) - 1; i >= 0; i-- {
 			if i == 0 || !s.trusts(hostOnly(xff[i])) {
 				o.client = hostOnly(xff[i])
 				break
 			}
 		}
+		// Proxies set these (overwriting what a client sent); in a
+		// chain of proxies the leftmost is what the client used.
+		if p := firstOf(r.Header.Get("X-Forwarded-Proto")); p == "http" || p == "https" {
+			o.scheme = p
+		}
+		if h := firstOf(r.Header.Get("X-Forwarded-Host")); validHost(h) {
+			o.host = h
+		}
+		return
 	}
-	if p := firstOf(r.Header.Get("X-Forwarded-Proto")); p == "http" || p == "https" {
+	elems := splitList(r.Header.Values("Forwarded"))
+	if len(elems) == 0 {
+		return
+	}
+	k := 0
+	for i := len(elems) - 1; i >= 0; i-- {
+		if i == 0 || !s.trusts(hostOnly(parseForwardedElem(elems[i])["for"])) {
+			k = i
+			break
+		}
+	}
+	hop := parseForwardedElem(elems[k])
+	if f := hostOnly(hop["for"]); f != "" {
+		o.client = f
+	}
+	if p := hop["proto"]; p == "http" || p == "https" {
 		o.scheme = p
 	}
-	if h := firstOf(r.Header.Get("X-Forwarded-Host")); validHost(h) {
+	if h := hop["host"]; validHost(h) {
 		o.host = h
 	}
 }
