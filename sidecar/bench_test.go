@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -44,10 +45,15 @@ func BenchmarkManifestHEAD(b *testing.B) {
 	}
 	path := "/v2/team/app/manifests/v1"
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	token := benchToken(b, s.sidecarURL, "repository:team/app:pull")
+	bearer := false
 	head := func(b *testing.B, url string, auth bool) {
 		req, _ := http.NewRequest(http.MethodHead, url, nil)
 		req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json")
-		if auth {
+		switch {
+		case auth && bearer:
+			req.Header.Set("Authorization", "Bearer "+token)
+		case auth:
 			req.SetBasicAuth(benchUser, benchPassword)
 		}
 		resp, err := client.Do(req)
@@ -85,6 +91,22 @@ func BenchmarkManifestHEAD(b *testing.B) {
 			a.mu.Unlock()
 			head(b, s.sidecarURL+path, true)
 		}
+	})
+	b.Run("sidecar-bearer", func(b *testing.B) {
+		bearer = true
+		defer func() { bearer = false }()
+		for b.Loop() {
+			head(b, s.sidecarURL+path, true)
+		}
+	})
+	b.Run("parallel/sidecar-bearer", func(b *testing.B) {
+		bearer = true
+		defer func() { bearer = false }()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				head(b, s.sidecarURL+path, true)
+			}
+		})
 	})
 	b.Run("parallel/direct", func(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
@@ -141,4 +163,55 @@ func BenchmarkAuthorize(b *testing.B) {
 		}
 		n++
 	}
+}
+
+// benchToken fetches an access token for scope with the bench user.
+func benchToken(b *testing.B, base, scope string) string {
+	b.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/token?service=mreg&scope="+scope, nil)
+	req.SetBasicAuth(benchUser, benchPassword)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tr struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil || tr.Token == "" {
+		b.Fatalf("token: %v %d", err, resp.StatusCode)
+	}
+	return tr.Token
+}
+
+// BenchmarkTokenVerify is the signature check of a token seen for the
+// first time (cold) and the cached verdict for a token seen before (warm).
+func BenchmarkTokenVerify(b *testing.B) {
+	toks, err := newTokens(b.TempDir(), TokenOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw, _, err := toks.issue("alice", []Scope{{Type: typeRepository, Name: "team/app", Actions: []string{actionPull}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("cold", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			toks.mu.Lock()
+			clear(toks.verified)
+			toks.mu.Unlock()
+			if _, err := toks.verify(raw, kindAccess); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("warm", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := toks.verify(raw, kindAccess); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
