@@ -12,6 +12,7 @@ import (
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	gometrics "github.com/docker/go-metrics"
 	"github.com/sirupsen/logrus"
 
@@ -60,7 +61,15 @@ func New(ctx context.Context, cfg *configuration.Configuration, log *slog.Logger
 		}
 	}()
 	app := handlers.NewApp(ctx, cfg)
-	return &Server{cfg: cfg, handler: app, log: log}, nil
+	d, err := factory.Create(ctx, cfg.Storage.Type(), cfg.Storage.Parameters())
+	if err != nil {
+		return nil, fmt.Errorf("%w: storage driver: %v", ErrConfig, err)
+	}
+	rf, err := newReferrers(ctx, d, app, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, handler: rf, log: log}, nil
 }
 
 // Handler returns the registry's HTTP handler.
