@@ -55,6 +55,8 @@ type TokenOptions struct {
 	TTL time.Duration
 	// RefreshTTL is the lifetime of refresh tokens.
 	RefreshTTL time.Duration
+	// Now is the clock (default time.Now); tests replace it.
+	Now func() time.Time
 }
 
 func (o *TokenOptions) defaults() {
@@ -69,6 +71,9 @@ func (o *TokenOptions) defaults() {
 	}
 	if o.RefreshTTL <= 0 {
 		o.RefreshTTL = 7 * 24 * time.Hour
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 }
 
@@ -165,7 +170,7 @@ func newTokens(dir string, opts TokenOptions) (*tokens, error) {
 	}
 	sum := sha256.Sum256(spki)
 	return &tokens{
-		opts: opts, key: key, now: time.Now,
+		opts: opts, key: key, now: opts.Now,
 		kid:      base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:15]),
 		verified: make(map[[sha256.Size]byte]*tokenClaims),
 	}, nil

@@ -53,43 +53,12 @@ func tkAddPairs(v url.Values, kv []string) {
 // the write happen before every read.
 func newClockStack(t *testing.T, opts ...stackOpt) (*stack, *tkClock) {
 	t.Helper()
-	s := &stack{authDir: t.TempDir()}
-	s.registryURL = startRegistry(t, &s.upstreamHit)
-	addUser(t, s.authDir, userName, userPassword, false)
-	addUser(t, s.authDir, adminName, adminPassword, true)
-	cfg := Config{
-		Upstream: s.registryURL,
-		AuthDir:  s.authDir,
-		Logger:   testLogger(t),
-		Auth:     AuthenticatorOptions{DummyCost: testCost},
-	}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := New(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
 	clock := &tkClock{}
-	srv.tokens.now = clock.now
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
+	opts = append(opts, func(c *Config) {
+		c.Token.Now = clock.now
+		c.Throttle = ThrottleOptions{} // the clock tests run with the real throttle
 	})
-	s.server = srv
-	s.sidecarURL = "http://" + ln.Addr().String()
-	return s, clock
+	return newStack(t, opts...), clock
 }
 
 // tkResp is a response with its body read.
