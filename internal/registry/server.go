@@ -65,7 +65,8 @@ func New(ctx context.Context, cfg *configuration.Configuration, log *slog.Logger
 	if err != nil {
 		return nil, fmt.Errorf("%w: storage driver: %v", ErrConfig, err)
 	}
-	rf, err := newReferrers(ctx, d, app, log)
+	urls := cfg.Validation.Manifests.URLs
+	rf, err := newOCIFront(ctx, d, app, log, urls.Allow, urls.Deny)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
 	"sort"
 	"strings"
@@ -21,7 +22,8 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// The OCI 1.1 referrers API, which Distribution v3 lacks, served in front
+// The OCI 1.1 gaps of Distribution v3 (referrers API, OCI-Subject, tag
+// lists of digest-only repositories, 400 for bad layer URLs), closed in front
 // of it inside the registry process (the sidecar never touches image data).
 //
 // Design: the referrer relationship is not kept anywhere. A manifest's
@@ -45,6 +47,7 @@ const (
 var (
 	referrersRe = regexp.MustCompile(`^/v2/(.+)/referrers/([^/]+)$`)
 	manifestRe  = regexp.MustCompile(`^/v2/(.+)/manifests/([^/]+)$`)
+	tagsRe      = regexp.MustCompile(`^/v2/(.+)/tags/list$`)
 )
 
 // descriptor is an OCI descriptor as the referrers index lists it.
@@ -62,26 +65,42 @@ type manifestInfo struct {
 	desc    descriptor
 }
 
-// referrers serves GET /v2/<name>/referrers/<digest> and adds OCI-Subject
+// ociFront serves GET /v2/<name>/referrers/<digest> and adds OCI-Subject
 // to manifest PUT responses; everything else goes to next.
-type referrers struct {
+type ociFront struct {
 	next http.Handler
 	ns   distribution.Namespace
 	log  *slog.Logger
+	// allowURL, denyURL are the layer URL rules of the configuration
+	// (validation.manifests.urls), checked here so that a bad URL is a
+	// 400 MANIFEST_INVALID: Distribution answers 500 UNKNOWN, which
+	// clients retry.
+	allowURL, denyURL *regexp.Regexp
 
 	mu    sync.Mutex
 	cache map[digest.Digest]manifestInfo
 }
 
-func newReferrers(ctx context.Context, d driver.StorageDriver, next http.Handler, log *slog.Logger) (*referrers, error) {
+func newOCIFront(ctx context.Context, d driver.StorageDriver, next http.Handler, log *slog.Logger, allow, deny []string) (*ociFront, error) {
 	ns, err := storage.NewRegistry(ctx, d)
 	if err != nil {
 		return nil, fmt.Errorf("referrers storage: %w", err)
 	}
-	return &referrers{next: next, ns: ns, log: log, cache: map[digest.Digest]manifestInfo{}}, nil
+	rf := &ociFront{next: next, ns: ns, log: log, cache: map[digest.Digest]manifestInfo{}}
+	if len(allow) > 0 {
+		if rf.allowURL, err = regexp.Compile(strings.Join(allow, "|")); err != nil {
+			return nil, fmt.Errorf("%w: validation.manifests.urls.allow: %v", ErrConfig, err)
+		}
+	}
+	if len(deny) > 0 {
+		if rf.denyURL, err = regexp.Compile(strings.Join(deny, "|")); err != nil {
+			return nil, fmt.Errorf("%w: validation.manifests.urls.deny: %v", ErrConfig, err)
+		}
+	}
+	return rf, nil
 }
 
-func (rf *referrers) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (rf *ociFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		if m := referrersRe.FindStringSubmatch(r.URL.Path); m != nil {
 			rf.serveList(w, r, m[1], m[2])
@@ -94,13 +113,90 @@ func (rf *referrers) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		if m := tagsRe.FindStringSubmatch(r.URL.Path); m != nil {
+			rf.listTags(w, r, m[1])
+			return
+		}
+	}
 	rf.next.ServeHTTP(w, r)
+}
+
+// listTags passes tag listing through, except that a repository holding
+// manifests but no tag (pushed by digest only) answers 200 with an empty
+// list, as the spec requires, where Distribution answers 404.
+func (rf *ociFront) listTags(w http.ResponseWriter, r *http.Request, name string) {
+	nw := &notFoundWriter{ResponseWriter: w}
+	rf.next.ServeHTTP(nw, r)
+	if !nw.notFound {
+		return
+	}
+	if named, err := reference.WithName(name); err == nil && rf.hasManifests(r.Context(), named) {
+		body, _ := json.Marshal(map[string]any{"name": name, "tags": []string{}})
+		h := w.Header()
+		h.Del("Content-Length")
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(body)
+		}
+		return
+	}
+	nw.flush()
+}
+
+func (rf *ociFront) hasManifests(ctx context.Context, name reference.Named) bool {
+	repo, err := rf.ns.Repository(ctx, name)
+	if err != nil {
+		return false
+	}
+	ms, err := repo.Manifests(ctx)
+	if err != nil {
+		return false
+	}
+	me, ok := ms.(distribution.ManifestEnumerator)
+	if !ok {
+		return false
+	}
+	found := false
+	errStop := errors.New("stop")
+	_ = me.Enumerate(ctx, func(digest.Digest) error { found = true; return errStop })
+	return found
+}
+
+// notFoundWriter holds back a 404 answer so that the caller can replace it;
+// every other answer goes straight through.
+type notFoundWriter struct {
+	http.ResponseWriter
+	notFound bool
+	status   int
+	body     bytes.Buffer
+}
+
+func (n *notFoundWriter) WriteHeader(code int) {
+	if code == http.StatusNotFound {
+		n.notFound, n.status = true, code
+		return
+	}
+	n.ResponseWriter.WriteHeader(code)
+}
+
+func (n *notFoundWriter) Write(b []byte) (int, error) {
+	if n.notFound {
+		return n.body.Write(b)
+	}
+	return n.ResponseWriter.Write(b)
+}
+
+func (n *notFoundWriter) flush() {
+	n.ResponseWriter.WriteHeader(n.status)
+	_, _ = n.ResponseWriter.Write(n.body.Bytes())
 }
 
 // putManifest passes a manifest PUT through and, when the manifest has a
 // subject, answers with OCI-Subject so clients skip the tag-schema
 // fallback. Manifests are small (Distribution refuses more than 4 MiB).
-func (rf *referrers) putManifest(w http.ResponseWriter, r *http.Request) {
+func (rf *ociFront) putManifest(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxManifest+1))
 	if err != nil {
 		writeRegError(w, http.StatusBadRequest, "MANIFEST_INVALID", "could not read manifest")
@@ -111,8 +207,20 @@ func (rf *referrers) putManifest(w http.ResponseWriter, r *http.Request) {
 		Subject *struct {
 			Digest digest.Digest `json:"digest"`
 		} `json:"subject"`
+		Layers []struct {
+			URLs []string `json:"urls"`
+		} `json:"layers"`
 	}
-	if json.Unmarshal(body, &m) != nil || m.Subject == nil || m.Subject.Digest.Validate() != nil {
+	_ = json.Unmarshal(body, &m)
+	for _, l := range m.Layers {
+		for _, u := range l.URLs {
+			if !rf.validURL(u) {
+				writeRegErrorDetail(w, http.StatusBadRequest, "MANIFEST_INVALID", "manifest invalid", map[string]string{"reason": "invalid URL on layer", "url": u})
+				return
+			}
+		}
+	}
+	if m.Subject == nil || m.Subject.Digest.Validate() != nil {
 		rf.next.ServeHTTP(w, r)
 		return
 	}
@@ -143,7 +251,7 @@ func (s *subjectWriter) Write(b []byte) (int, error) {
 
 func (s *subjectWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-func (rf *referrers) serveList(w http.ResponseWriter, r *http.Request, name, dgst string) {
+func (rf *ociFront) serveList(w http.ResponseWriter, r *http.Request, name, dgst string) {
 	subject, err := digest.Parse(dgst)
 	if err != nil {
 		writeRegError(w, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest")
@@ -186,7 +294,7 @@ func (rf *referrers) serveList(w http.ResponseWriter, r *http.Request, name, dgs
 
 // list returns the descriptors of the repository's manifests whose subject
 // is subject, sorted by digest for a stable answer.
-func (rf *referrers) list(ctx context.Context, name reference.Named, subject digest.Digest) ([]descriptor, error) {
+func (rf *ociFront) list(ctx context.Context, name reference.Named, subject digest.Digest) ([]descriptor, error) {
 	out := []descriptor{}
 	repo, err := rf.ns.Repository(ctx, name)
 	if err != nil {
@@ -219,7 +327,7 @@ func (rf *referrers) list(ctx context.Context, name reference.Named, subject dig
 // info parses manifest d once; manifests are immutable, so the result is
 // cached by digest for good. ok is false for an unreadable manifest (e.g.
 // a revision link whose blob GC removed).
-func (rf *referrers) info(ctx context.Context, ms distribution.ManifestService, d digest.Digest) (manifestInfo, bool) {
+func (rf *ociFront) info(ctx context.Context, ms distribution.ManifestService, d digest.Digest) (manifestInfo, bool) {
 	rf.mu.Lock()
 	info, ok := rf.cache[d]
 	rf.mu.Unlock()
@@ -270,9 +378,26 @@ func (rf *referrers) info(ctx context.Context, ms distribution.ManifestService, 
 	return info, true
 }
 
+// validURL is Distribution's rule for layer URLs: http(s), no fragment,
+// and the configured allow and deny patterns.
+func (rf *ociFront) validURL(u string) bool {
+	pu, err := url.Parse(u)
+	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Fragment != "" {
+		return false
+	}
+	if rf.allowURL != nil && !rf.allowURL.MatchString(u) {
+		return false
+	}
+	return rf.denyURL == nil || !rf.denyURL.MatchString(u)
+}
+
 // writeRegError answers with the registry protocol's error envelope.
 func writeRegError(w http.ResponseWriter, status int, code, msg string) {
-	body, _ := json.Marshal(map[string]any{"errors": []map[string]any{{"code": code, "message": msg, "detail": nil}}})
+	writeRegErrorDetail(w, status, code, msg, nil)
+}
+
+func writeRegErrorDetail(w http.ResponseWriter, status int, code, msg string, detail any) {
+	body, _ := json.Marshal(map[string]any{"errors": []map[string]any{{"code": code, "message": msg, "detail": detail}}})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	w.WriteHeader(status)
