@@ -20,11 +20,10 @@ func (s *Server) auditRequest(r *http.Request, status int, h http.Header, user s
 	if r.Method == http.MethodGet || r.Method == http.MethodHead || status < 200 || status > 299 {
 		return
 	}
-	m := routeRe.FindStringSubmatch(r.URL.Path)
-	if m == nil {
+	repo, kind, last, ok := splitRoute(r.URL.Path)
+	if !ok {
 		return
 	}
-	repo, rest := m[1], m[2]
 	attrs := []slog.Attr{
 		slog.String("user", user),
 		slog.String("remote", originFrom(r.Context()).client),
@@ -32,9 +31,9 @@ func (s *Server) auditRequest(r *http.Request, status int, h http.Header, user s
 		slog.String("outcome", "success"),
 	}
 	var event string
-	switch {
-	case strings.HasPrefix(rest, "manifests/"):
-		ref := strings.TrimPrefix(rest, "manifests/")
+	switch kind {
+	case routeManifests:
+		ref := last
 		isDigest := strings.Contains(ref, ":")
 		switch r.Method {
 		case http.MethodPut:
@@ -52,16 +51,18 @@ func (s *Server) auditRequest(r *http.Request, status int, h http.Header, user s
 				attrs = append(attrs, slog.String("tag", ref))
 			}
 		}
-	case strings.HasPrefix(rest, "blobs/uploads/"):
+	case routeUploads:
 		if r.Method == http.MethodPut || (r.Method == http.MethodPost && status == http.StatusCreated) {
 			// A finished upload (PUT) or a monolithic POST or a
 			// cross-repository mount (201 on POST).
 			event = "blob.upload"
 			attrs = append(attrs, slog.String("digest", h.Get("Docker-Content-Digest")))
 		}
-	case strings.HasPrefix(rest, "blobs/") && r.Method == http.MethodDelete:
-		event = "blob.delete"
-		attrs = append(attrs, slog.String("digest", strings.TrimPrefix(rest, "blobs/")))
+	case routeBlobs:
+		if r.Method == http.MethodDelete {
+			event = "blob.delete"
+			attrs = append(attrs, slog.String("digest", last))
+		}
 	}
 	if event == "" {
 		return

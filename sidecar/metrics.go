@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,22 +76,10 @@ func routeClass(path string) string {
 	case path == tokenPath:
 		return "token"
 	}
-	m := routeRe.FindStringSubmatch(path)
-	if m == nil {
-		return "other"
+	if _, kind, _, ok := splitRoute(path); ok {
+		return kind
 	}
-	switch rest := m[2]; {
-	case strings.HasPrefix(rest, "manifests/"):
-		return "manifests"
-	case strings.HasPrefix(rest, "blobs/uploads/"):
-		return "uploads"
-	case strings.HasPrefix(rest, "blobs/"):
-		return "blobs"
-	case strings.HasPrefix(rest, "tags/"):
-		return "tags"
-	default:
-		return "referrers"
-	}
+	return "other"
 }
 
 // observe records one finished request.

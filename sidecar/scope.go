@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"regexp"
 	"slices"
 	"strings"
 )
@@ -78,10 +77,46 @@ func ParseScopes(params []string) []Scope {
 	return out
 }
 
-// routeRe splits a registry API path into repository name and the rest,
-// matching from the end as Distribution's router does, so that a name
-// containing "blobs" or "manifests" as a component is handled right.
-var routeRe = regexp.MustCompile(`^/v2/(.+)/(manifests/[^/]+|blobs/uploads/[^/]*|blobs/[^/]+|tags/list|referrers/[^/]+)$`)
+// Route kinds of the registry API below a repository name.
+const (
+	routeManifests = "manifests"
+	routeBlobs     = "blobs"
+	routeUploads   = "uploads"
+	routeTags      = "tags"
+	routeReferrers = "referrers"
+)
+
+// splitRoute splits a registry API path into repository name, route kind
+// and the last segment (reference, digest or upload id), matching from the
+// end as Distribution's router does, so that a name containing "blobs" or
+// "manifests" as a component is handled right. It runs on every request,
+// so it is plain string work rather than a regular expression.
+func splitRoute(path string) (name, kind, last string, ok bool) {
+	p, found := strings.CutPrefix(path, "/v2/")
+	if !found || strings.IndexByte(p, '\n') >= 0 {
+		return "", "", "", false
+	}
+	if n, found := strings.CutSuffix(p, "/tags/list"); found && n != "" {
+		return n, routeTags, "", true
+	}
+	i := strings.LastIndexByte(p, '/')
+	if i <= 0 {
+		return "", "", "", false
+	}
+	head, last := p[:i], p[i+1:]
+	if n, found := strings.CutSuffix(head, "/blobs/uploads"); found && n != "" {
+		return n, routeUploads, last, true
+	}
+	if last == "" {
+		return "", "", "", false
+	}
+	for _, kind := range []string{routeManifests, routeBlobs, routeReferrers} {
+		if n, found := strings.CutSuffix(head, "/"+kind); found && n != "" {
+			return n, kind, last, true
+		}
+	}
+	return "", "", "", false
+}
 
 // need is the access a request requires: nothing beyond authentication
 // (the /v2/ base), or one action on one resource.
@@ -103,8 +138,8 @@ func requiredAccess(method, path string) (need, bool) {
 	if path == "/v2/_catalog" {
 		return need{scope: Scope{Type: typeRegistry, Name: catalogName, Actions: []string{actionAll}}, action: actionAll, write: write}, true
 	}
-	m := routeRe.FindStringSubmatch(path)
-	if m == nil {
+	name, _, _, ok := splitRoute(path)
+	if !ok {
 		return need{}, false
 	}
 	action := actionPull
@@ -115,7 +150,7 @@ func requiredAccess(method, path string) (need, bool) {
 	case "DELETE":
 		action, actions = actionDelete, []string{actionDelete}
 	}
-	return need{scope: Scope{Type: typeRepository, Name: m[1], Actions: actions}, action: action, write: write}, true
+	return need{scope: Scope{Type: typeRepository, Name: name, Actions: actions}, action: action, write: write}, true
 }
 
 // roleActions is what a role may do on a resource; the granted access is
