@@ -1,17 +1,22 @@
 package main
 
 import (
+	"os"
+
+	"github.com/distribution/distribution/v3/configuration"
 	"github.com/spf13/cobra"
 
 	"github.com/mreg-dev/mreg/gc"
+	"github.com/mreg-dev/mreg/internal/mirror"
 	"github.com/mreg-dev/mreg/internal/registry"
 )
 
 type registryOpts struct {
 	*rootOpts
-	reg    registry.Options
-	gc     bool
-	gcOpts gc.Options
+	reg       registry.Options
+	gc        bool
+	gcOpts    gc.Options
+	upstreams string
 }
 
 func newRegistryCmd(root *rootOpts) *cobra.Command {
@@ -37,6 +42,7 @@ REGISTRY_* environment overrides.`,
 	f.StringVar(&o.reg.Root, "root", defaultRoot, "filesystem storage root (without --config)")
 	f.StringVar(&o.reg.ConfigFile, "config", "", "full Distribution configuration file")
 	f.StringVar(&o.reg.MetricsAddr, "metrics-addr", "127.0.0.1:5002", "Prometheus metrics of the registry (the sidecar republishes them); empty disables")
+	f.StringVar(&o.upstreams, "upstreams", "", "YAML file of upstream registries to serve as pull-through caches (credentials from MREG_UPSTREAM_CREDENTIALS)")
 	f.BoolVar(&o.gc, "gc", false, "garbage-collect before serving (the pod's init step)")
 	f.BoolVar(&o.gcOpts.KeepUntagged, "gc-keep-untagged", false, "with --gc: keep manifests that have no tag")
 	return cmd
@@ -53,6 +59,12 @@ func (o *registryOpts) run(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	var ups []mirror.Upstream
+	if o.upstreams != "" {
+		if ups, err = mirror.Load(o.upstreams, os.Getenv("MREG_UPSTREAM_CREDENTIALS")); err != nil {
+			return err
+		}
+	}
 	// The lock is held for the registry's whole life: `mreg gc` refuses
 	// to run beside it, and it refuses to start beside a running GC.
 	lock, err := lockStorage(cfg, "mreg registry")
@@ -66,8 +78,17 @@ func (o *registryOpts) run(cmd *cobra.Command, _ []string) error {
 		// read every manifest, so a failure leaves garbage, not damage, and
 		// a registry that will not start over one bad file is worse.
 		_, _ = runGC(cmd.Context(), log, cfg, o.gcOpts)
+		if root := registry.StorageRoot(cfg); root != "" {
+			// Caches keep everything they hold (untagged children too);
+			// GC there removes what expired content left behind.
+			for _, u := range ups {
+				mcfg := *cfg
+				mcfg.Storage = configuration.Storage{"filesystem": configuration.Parameters{"rootdirectory": mirror.MirrorRoot(root, u.Namespace)}}
+				_, _ = runGC(cmd.Context(), log.With("mirror", u.Namespace), &mcfg, gc.Options{KeepUntagged: true})
+			}
+		}
 	}
-	srv, err := registry.New(cmd.Context(), cfg, log)
+	srv, err := registry.New(cmd.Context(), cfg, log, ups...)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"github.com/distribution/distribution/v3/configuration"
+
+	"github.com/mreg-dev/mreg/internal/mirror"
 	"go.yaml.in/yaml/v2"
 )
 
@@ -32,6 +34,8 @@ type Options struct {
 	ConfigFile string
 	// LogLevel is Distribution's log level (error, warn, info, debug).
 	LogLevel string
+	// Upstreams are the pull-through caches to serve (see internal/mirror).
+	Upstreams []mirror.Upstream
 	// MetricsAddr, when set, serves Distribution's Prometheus metrics
 	// there (keep it on loopback; the sidecar republishes them).
 	MetricsAddr string

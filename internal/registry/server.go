@@ -14,6 +14,8 @@ import (
 	"github.com/distribution/distribution/v3/registry/handlers"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	gometrics "github.com/docker/go-metrics"
+
+	"github.com/mreg-dev/mreg/internal/mirror"
 	"github.com/sirupsen/logrus"
 
 	// Storage drivers and their middleware register themselves with
@@ -48,10 +50,11 @@ type Server struct {
 	MetricsAddr string
 }
 
-// New builds the Distribution application for cfg. Distribution panics on
-// many configuration errors (unknown storage driver, bad parameters); New
-// turns those panics into ErrConfig errors.
-func New(ctx context.Context, cfg *configuration.Configuration, log *slog.Logger) (srv *Server, err error) {
+// New builds the Distribution application for cfg, with pull-through
+// caches for upstreams in front of it. Distribution panics on many
+// configuration errors (unknown storage driver, bad parameters); New turns
+// those panics into ErrConfig errors.
+func New(ctx context.Context, cfg *configuration.Configuration, log *slog.Logger, upstreams ...mirror.Upstream) (srv *Server, err error) {
 	if err := ConfigureLogging(cfg); err != nil {
 		return nil, err
 	}
@@ -70,7 +73,11 @@ func New(ctx context.Context, cfg *configuration.Configuration, log *slog.Logger
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, handler: rf, log: log}, nil
+	mirrors, err := mirror.New(ctx, cfg, upstreams, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, handler: mirrors.Wrap(rf), log: log}, nil
 }
 
 // Handler returns the registry's HTTP handler.
