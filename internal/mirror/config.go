@@ -53,6 +53,11 @@ type Upstream struct {
 	// MaxAge bounds the cache: content is dropped this long after it was
 	// cached (default 168h; Distribution's proxy TTL).
 	MaxAge *Duration `yaml:"maxAge"`
+	// Default makes this upstream answer reads of repositories the hosted
+	// registry does not have, without a namespace in the path: what
+	// docker's "registry-mirrors" sends (/v2/library/alpine/…). At most
+	// one upstream may be the default.
+	Default bool `yaml:"default"`
 }
 
 // Duration is a time.Duration in YAML ("5m", "168h").
@@ -101,6 +106,7 @@ func Load(path, credsJSON string) ([]Upstream, error) {
 		}
 	}
 	seen := map[string]bool{}
+	defaults := 0
 	for i := range f.Upstreams {
 		u := &f.Upstreams[i]
 		if err := u.normalize(); err != nil {
@@ -110,9 +116,15 @@ func Load(path, credsJSON string) ([]Upstream, error) {
 			return nil, fmt.Errorf("%w: namespace %q twice", ErrConfig, u.Namespace)
 		}
 		seen[u.Namespace] = true
+		if u.Default {
+			defaults++
+		}
 		if c, ok := creds[u.Namespace]; ok {
 			u.Username, u.Password = c.Username, c.Password
 		}
+	}
+	if defaults > 1 {
+		return nil, fmt.Errorf("%w: more than one default upstream", ErrConfig)
 	}
 	return f.Upstreams, nil
 }

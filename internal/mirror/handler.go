@@ -18,6 +18,10 @@ func (m *Mirrors) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mr, p, ok := m.route(r)
 		if !ok {
+			if m.def != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) && isRepoPath(r.URL.Path) {
+				m.hostedOrDefault(w, r, next)
+				return
+			}
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -28,6 +32,28 @@ func (m *Mirrors) Wrap(next http.Handler) http.Handler {
 		}
 		m.serve(w, r, mr, p)
 	})
+}
+
+// hostedOrDefault serves a read from the hosted registry and, when it has
+// no such repository or content, from the default upstream's cache.
+func (m *Mirrors) hostedOrDefault(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	nw := &errWriter{ResponseWriter: w, holdOnly404: true}
+	next.ServeHTTP(nw, r)
+	if !nw.failed {
+		return
+	}
+	for k := range w.Header() {
+		delete(w.Header(), k) // the hosted registry's 404 headers
+	}
+	rest := strings.TrimPrefix(r.URL.Path, "/v2/")
+	m.serve(w, r, m.def, "/v2/"+libraryRule(m.def, rest))
+}
+
+// isRepoPath reports whether path addresses a repository's content (not
+// the base or the catalog).
+func isRepoPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/v2/")
+	return ok && rest != "" && rest != "_catalog" && strings.Contains(rest, "/")
 }
 
 // route finds the mirror of a request: /v2/<namespace>/<repo>/… or the
@@ -205,11 +231,13 @@ type errWriter struct {
 	status int
 	failed bool
 	body   bytes.Buffer
+	// holdOnly404: hold back only a 404 (the hosted registry's answer).
+	holdOnly404 bool
 }
 
 func (e *errWriter) WriteHeader(code int) {
 	e.status = code
-	if code >= 500 || code == http.StatusNotFound {
+	if (code >= 500 && !e.holdOnly404) || code == http.StatusNotFound {
 		// A 404 may mean "not cached and the upstream is down";
 		// decided after the handler returns.
 		e.failed = true

@@ -35,6 +35,7 @@ type tagEntry struct {
 // Mirrors routes requests for configured namespaces to their caches.
 type Mirrors struct {
 	byNS   map[string]*mirror
+	def    *mirror // the default upstream, if any
 	log    *slog.Logger
 	flight flights
 	now    func() time.Time
@@ -97,7 +98,11 @@ func New(ctx context.Context, hosted *configuration.Configuration, ups []Upstrea
 		if hosted.Storage.Type() != "filesystem" {
 			mroot = ""
 		}
-		m.byNS[u.Namespace] = &mirror{up: u, handler: app, root: mroot, tags: map[string]tagEntry{}}
+		mr := &mirror{up: u, handler: app, root: mroot, tags: map[string]tagEntry{}}
+		m.byNS[u.Namespace] = mr
+		if u.Default {
+			m.def = mr
+		}
 		log.InfoContext(ctx, "mirror configured", "namespace", u.Namespace, "upstream", u.URL(),
 			"credentials", u.Username != "", "manifest_revalidate", u.ManifestRevalidate.String(), "max_age", ttl.String())
 	}

@@ -354,3 +354,43 @@ func TestLoadErrors(t *testing.T) {
 		t.Fatalf("docker.io defaults: %+v %v", ups, err)
 	}
 }
+
+// TestDefaultUpstream is docker's registry-mirrors: no namespace in the
+// path; hosted repositories win, the rest comes from the default upstream.
+func TestDefaultUpstream(t *testing.T) {
+	up := startHtpasswdUpstream(t)
+	upImg, _ := random.Image(1024, 1)
+	hostedImg, _ := random.Image(1024, 1)
+	upAuth := basicAuth("upuser", "up-pass")
+	for _, r := range []string{"/library/alpine:3", "/team/shared:v1"} {
+		if err := remote.Write(ref(t, up.host+r), upImg, upAuth); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ups, err := loadUpstreams(t, fmt.Sprintf("upstreams:\n  - namespace: docker.io\n    host: %s\n    tls: false\n    default: true\n", up.host),
+		`{"docker.io":{"username":"upuser","password":"up-pass"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr := startFront(t, ups)
+	if err := remote.Write(ref(t, fr.sidecarHost+"/team/shared:v1"), hostedImg, basicAuth("root", "root-pw")); err != nil {
+		t.Fatal(err)
+	}
+	alice := basicAuth("alice", "alice-pw")
+	got, err := remote.Image(ref(t, fr.sidecarHost+"/library/alpine:3"), alice)
+	if err != nil {
+		t.Fatalf("default upstream read: %v", err)
+	}
+	sameImage(t, upImg, got)
+	got, err = remote.Image(ref(t, fr.sidecarHost+"/team/shared:v1"), alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameImage(t, hostedImg, got) // hosted wins
+	if _, err := remote.Image(ref(t, fr.sidecarHost+"/nowhere/at-all:v1"), alice); err == nil {
+		t.Fatal("missing everywhere, still found")
+	}
+	if _, err := loadUpstreams(t, "upstreams:\n  - namespace: a.io\n    default: true\n  - namespace: b.io\n    default: true\n", ""); err == nil {
+		t.Fatal("two default upstreams accepted")
+	}
+}
