@@ -52,31 +52,7 @@ func wantStatus(t *testing.T, what string, err error, status int) {
 // sameImage checks that got has the digest of want and byte-identical layers.
 func sameImage(t *testing.T, want, got v1.Image) {
 	t.Helper()
-	wd, _ := want.Digest()
-	gd, err := got.Digest()
-	if err != nil || wd != gd {
-		t.Fatalf("manifest digest %v, want %v (%v)", gd, wd, err)
-	}
-	layers, err := got.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range layers {
-		d, _ := l.Digest()
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		h := sha256.New()
-		_, err = io.Copy(h, rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fmt.Sprintf("sha256:%x", h.Sum(nil)) != d.String() {
-			t.Fatalf("layer %v: content does not match its digest", d)
-		}
-	}
+	testutil.SameImage(t, want, got)
 }
 
 func TestEndToEndPushPullAndUserChanges(t *testing.T) {

@@ -136,28 +136,7 @@ func ref(t *testing.T, s string) name.Reference {
 
 func sameImage(t *testing.T, want, got v1.Image) {
 	t.Helper()
-	wd, _ := want.Digest()
-	gd, err := got.Digest()
-	if err != nil || wd != gd {
-		t.Fatalf("digest %v, want %v (%v)", gd, wd, err)
-	}
-	ls, err := got.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range ls {
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		h := sha256.New()
-		_, err = io.Copy(h, rc)
-		rc.Close()
-		d, _ := l.Digest()
-		if err != nil || fmt.Sprintf("sha256:%x", h.Sum(nil)) != d.String() {
-			t.Fatalf("layer %v: %v", d, err)
-		}
-	}
+	testutil.SameImage(t, want, got)
 }
 
 func wantStatus(t *testing.T, what string, err error, status int) {
