@@ -51,6 +51,8 @@ func decodeAll(t *testing.T, file string) []any {
 			obj = &corev1.Service{}
 		case "v1/ServiceAccount":
 			obj = &corev1.ServiceAccount{}
+		case "v1/ConfigMap":
+			obj = &corev1.ConfigMap{}
 		case "apps/v1/Deployment":
 			obj = &appsv1.Deployment{}
 		case "batch/v1/CronJob":
@@ -286,5 +288,24 @@ func TestTLSSecretPatch(t *testing.T) {
 	v := d[0].Spec.Template.Spec.Volumes[0]
 	if v.Secret == nil || v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o040 == 0 || *v.Secret.DefaultMode&0o004 != 0 {
 		t.Error("Secret files must be group-readable (fsGroup) and not world-readable")
+	}
+}
+
+func TestMirrorsPatch(t *testing.T) {
+	cms := find[*corev1.ConfigMap](decodeAll(t, "mreg-upstreams.yml"))
+	deps := find[*appsv1.Deployment](decodeAll(t, "patch-mirrors.yml"))
+	if len(cms) != 1 || len(deps) != 1 {
+		t.Fatal("want one ConfigMap and one Deployment patch")
+	}
+	if !strings.Contains(cms[0].Data["upstreams.yml"], "upstreams:") {
+		t.Error("ConfigMap has no upstreams.yml")
+	}
+	c := deps[0].Spec.Template.Spec.Containers[0]
+	if c.Name != "registry" || env(c, "MREG_UPSTREAMS") != mount(c, "upstreams")+"/upstreams.yml" {
+		t.Errorf("MREG_UPSTREAMS %q does not point into the mounted ConfigMap %q", env(c, "MREG_UPSTREAMS"), mount(c, "upstreams"))
+	}
+	v := deps[0].Spec.Template.Spec.Volumes[0]
+	if v.ConfigMap == nil || v.ConfigMap.Name != cms[0].Name {
+		t.Error("volume does not use the ConfigMap of this file")
 	}
 }
