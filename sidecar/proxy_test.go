@@ -113,6 +113,49 @@ func TestBlobRoundTripStreams(t *testing.T) {
 	if err != nil || n != size || fmt.Sprintf("sha256:%x", h.Sum(nil)) != digest {
 		t.Fatalf("pulled %d bytes, err %v, digest mismatch=%v", n, err, fmt.Sprintf("sha256:%x", h.Sum(nil)) != digest)
 	}
+	if s.server.blobs.spliced.Load() == 0 {
+		t.Fatal("the blob GET did not take the splice path")
+	}
+	// Again, on the pooled upstream connection, and with a 1-byte blob
+	// (shorter than what the header read may have buffered).
+	for _, sz := range []int64{size, 1} {
+		d := testutil.PatternDigest(sz)
+		if sz == 1 {
+			pushBlob(t, http.DefaultClient, s.sidecarURL, &testutil.PatternReader{N: sz}, d)
+		}
+		req, _ := http.NewRequest("GET", s.sidecarURL+"/v2/team/app/blobs/"+d, nil)
+		req.SetBasicAuth(userName, userPassword)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != sz || fmt.Sprintf("sha256:%x", h.Sum(nil)) != d || resp.Header.Get("Docker-Content-Digest") != d {
+			t.Fatalf("size %d: %d bytes, %v", sz, n, err)
+		}
+	}
+	if got := s.server.blobs.spliced.Load(); got != 3 {
+		t.Fatalf("spliced %d bodies, want 3", got)
+	}
+	// HTTP/2 over TLS and HEAD take the ordinary path and still work.
+	req, _ = http.NewRequest("HEAD", s.sidecarURL+"/v2/team/app/blobs/"+digest, nil)
+	req.SetBasicAuth(userName, userPassword)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 || resp.ContentLength != size {
+		t.Fatalf("HEAD: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	// A missing blob: the registry's 404 passes through unchanged.
+	req, _ = http.NewRequest("GET", s.sidecarURL+"/v2/team/app/blobs/"+testutil.PatternDigest(7), nil)
+	req.SetBasicAuth(userName, userPassword)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 404 {
+		t.Fatalf("missing blob: %v %v", err, resp.Status)
+	}
+	checkEnvelope(t, resp.Body, "BLOB_UNKNOWN")
+	resp.Body.Close()
 }
 
 func TestClientDisconnectDoesNotLeakGoroutines(t *testing.T) {

@@ -68,6 +68,7 @@ type Server struct {
 	tokens      *tokens
 	externalURL *url.URL
 	proxy       http.Handler
+	blobs       *blobStreamer
 	certs       *certSource
 	metrics     *metrics
 	throttle    *Throttle
@@ -129,6 +130,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		tokens:      toks,
 		externalURL: ext,
 		proxy:       newProxy(up, newTransport(), cfg.Logger),
+		blobs:       newBlobStreamer(up, cfg.Logger),
 		certs: &certSource{
 			certFile: cfg.CertFile,
 			keyFile:  cfg.KeyFile,
@@ -145,7 +147,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 // endpoint, then every registry request through authentication and
 // authorization to the proxy.
 func (s *Server) Handler() http.Handler {
-	registry := chain(s.proxy,
+	registry := chain(http.HandlerFunc(s.forward),
 		s.methods,
 		s.authenticate,
 		s.authorize,
@@ -239,4 +241,13 @@ func (s *Server) watchUsers(ctx context.Context) {
 			_, _ = s.auth.Store().Current(ctx)
 		}
 	}
+}
+
+// forward sends an authorized request to the registry: blob GETs of
+// plain-HTTP clients by splice, everything else through the ReverseProxy.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
+	if s.blobs.eligible(r) && s.blobs.serve(w, r) {
+		return
+	}
+	s.proxy.ServeHTTP(w, r)
 }

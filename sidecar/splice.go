@@ -1,0 +1,164 @@
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync/atomic"
+	"time"
+)
+
+// blobStreamer serves blob GETs to plain-HTTP clients without copying
+// through user space. The registry sends blob files with sendfile; the
+// ReverseProxy would then read every byte into the sidecar and write it out
+// again, which on loopback costs about as much CPU as the registry itself.
+// Here the body goes from the upstream TCP connection to the client's with
+// splice(2): http.response.ReadFrom hands an io.LimitedReader over a
+// *net.TCPConn to the client TCPConn's ReadFrom, which splices on Linux.
+//
+// Anything unusual (TLS clients, HTTP/2, non-200 answers such as redirects
+// to S3 or ranges, unknown length) takes the ordinary path or is copied.
+type blobStreamer struct {
+	upstream *url.URL
+	dialer   net.Dialer
+	idle     chan *upConn
+	log      *slog.Logger
+	spliced  atomic.Int64 // bodies sent on the splice path (tests)
+}
+
+type upConn struct {
+	c  *net.TCPConn
+	br *bufio.Reader
+}
+
+func newBlobStreamer(upstream *url.URL, log *slog.Logger) *blobStreamer {
+	if upstream.Scheme != "http" {
+		return nil
+	}
+	return &blobStreamer{
+		upstream: upstream,
+		dialer:   net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
+		idle:     make(chan *upConn, 32),
+		log:      log,
+	}
+}
+
+// eligible reports whether a request can take the splice path.
+func (b *blobStreamer) eligible(r *http.Request) bool {
+	if b == nil || r.Method != http.MethodGet || r.TLS != nil || r.ProtoMajor != 1 || r.Header.Get("Range") != "" {
+		return false
+	}
+	_, kind, _, ok := splitRoute(r.URL.Path)
+	return ok && kind == routeBlobs
+}
+
+func (b *blobStreamer) get(ctx context.Context) (*upConn, error) {
+	select {
+	case uc := <-b.idle:
+		return uc, nil
+	default:
+	}
+	c, err := b.dialer.DialContext(ctx, "tcp", b.upstream.Host)
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		c.Close()
+		return nil, errors.New("upstream connection is not TCP")
+	}
+	return &upConn{c: tc, br: bufio.NewReaderSize(tc, 16<<10)}, nil
+}
+
+func (b *blobStreamer) put(uc *upConn) {
+	select {
+	case b.idle <- uc:
+	default:
+		uc.c.Close()
+	}
+}
+
+// serve proxies one blob GET. It returns false, having written nothing,
+// when the request should take the ordinary proxy path instead.
+func (b *blobStreamer) serve(w http.ResponseWriter, r *http.Request) bool {
+	rf, ok := w.(io.ReaderFrom)
+	if !ok {
+		return false
+	}
+	out := r.Clone(r.Context())
+	o := originFrom(r.Context())
+	out.URL.Scheme, out.URL.Host = b.upstream.Scheme, b.upstream.Host
+	out.Host = o.host
+	out.RequestURI = ""
+	out.Header.Del("Authorization")
+	for _, h := range hopHeaders {
+		out.Header.Del(h)
+	}
+	out.Header.Set("X-Forwarded-For", o.client)
+	out.Header.Set("X-Forwarded-Proto", o.scheme)
+	out.Header.Set("X-Forwarded-Host", o.host)
+	out.Header.Del("Forwarded")
+
+	uc, err := b.get(r.Context())
+	if err != nil {
+		return false
+	}
+	// A client that goes away unblocks whatever waits on the upstream;
+	// such a connection is not reused.
+	stop := context.AfterFunc(r.Context(), func() { _ = uc.c.SetDeadline(time.Unix(1, 0)) })
+	reusable := func() bool { return stop() }
+	if err := out.Write(uc.c); err != nil {
+		uc.c.Close()
+		// A pooled connection the registry closed meanwhile: let the
+		// ordinary path retry with its own connection.
+		return false
+	}
+	resp, err := http.ReadResponse(uc.br, out)
+	if err != nil {
+		uc.c.Close()
+		return false
+	}
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+	if resp.StatusCode != http.StatusOK || resp.ContentLength < 0 || len(resp.TransferEncoding) > 0 {
+		// Redirects, errors, unknown lengths: copy, do not reuse.
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+		resp.Body.Close()
+		uc.c.Close()
+		return true
+	}
+	w.WriteHeader(http.StatusOK)
+	// The part of the body already read into the buffer goes first; the
+	// rest is spliced straight from the socket.
+	buffered := min(int64(uc.br.Buffered()), resp.ContentLength)
+	peek, _ := uc.br.Peek(int(buffered))
+	if _, err := w.Write(peek); err != nil {
+		uc.c.Close()
+		return true
+	}
+	_, _ = uc.br.Discard(int(buffered))
+	rest := resp.ContentLength - buffered
+	n, err := rf.ReadFrom(&io.LimitedReader{R: uc.c, N: rest})
+	b.spliced.Add(1)
+	if !reusable() || err != nil || n != rest || resp.Close || uc.br.Buffered() > 0 {
+		uc.c.Close()
+		return true
+	}
+	b.put(uc)
+	return true
+}
+
+// hopHeaders are not forwarded (RFC 9110 7.6.1).
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
