@@ -13,16 +13,18 @@ import (
 	"time"
 )
 
-// blobStreamer serves blob GETs to plain-HTTP clients without copying
-// through user space. The registry sends blob files with sendfile; the
+// blobStreamer serves reads (GET, HEAD) with a lean HTTP/1.1 client of its
+// own: request and response on the handler's goroutine, no Transport
+// goroutines and channel hand-offs per request. Blob bodies to plain-HTTP
+// clients are not even copied through user space. The registry sends blob files with sendfile; the
 // ReverseProxy would then read every byte into the sidecar and write it out
 // again, which on loopback costs about as much CPU as the registry itself.
 // Here the body goes from the upstream TCP connection to the client's with
 // splice(2): http.response.ReadFrom hands an io.LimitedReader over a
 // *net.TCPConn to the client TCPConn's ReadFrom, which splices on Linux.
 //
-// Anything unusual (TLS clients, HTTP/2, non-200 answers such as redirects
-// to S3 or ranges, unknown length) takes the ordinary path or is copied.
+// TLS clients and HTTP/2 get the same bodies copied (ReadFrom falls back
+// to a copy there); writes take the ReverseProxy.
 type blobStreamer struct {
 	upstream *url.URL
 	dialer   net.Dialer
@@ -43,18 +45,15 @@ func newBlobStreamer(upstream *url.URL, log *slog.Logger) *blobStreamer {
 	return &blobStreamer{
 		upstream: upstream,
 		dialer:   net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
-		idle:     make(chan *upConn, 32),
+		idle:     make(chan *upConn, 128),
 		log:      log,
 	}
 }
 
-// eligible reports whether a request can take the splice path.
+// eligible reports whether a request takes this path: every read. Writes
+// (with bodies, uploads) go through the ReverseProxy.
 func (b *blobStreamer) eligible(r *http.Request) bool {
-	if b == nil || r.Method != http.MethodGet || r.TLS != nil || r.ProtoMajor != 1 || r.Header.Get("Range") != "" {
-		return false
-	}
-	_, kind, _, ok := splitRoute(r.URL.Path)
-	return ok && kind == routeBlobs
+	return b != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead)
 }
 
 func (b *blobStreamer) get(ctx context.Context) (*upConn, error) {
@@ -130,15 +129,30 @@ func (b *blobStreamer) serve(w http.ResponseWriter, r *http.Request) bool {
 	for _, k := range hopHeaders {
 		h.Del(k)
 	}
-	if resp.StatusCode != http.StatusOK || resp.ContentLength < 0 || len(resp.TransferEncoding) > 0 {
-		// Redirects, errors, unknown lengths: copy, do not reuse.
+	if r.Method == http.MethodHead || resp.ContentLength == 0 {
 		w.WriteHeader(resp.StatusCode)
-		_, _ = io.Copy(w, resp.Body)
 		resp.Body.Close()
-		uc.c.Close()
+		if !reusable() || resp.Close || uc.br.Buffered() > 0 {
+			uc.c.Close()
+			return true
+		}
+		b.put(uc)
 		return true
 	}
-	w.WriteHeader(http.StatusOK)
+	if resp.ContentLength < 0 || len(resp.TransferEncoding) > 0 {
+		// Unknown length (chunked JSON lists): copy through the
+		// body reader, which undoes the chunking.
+		w.WriteHeader(resp.StatusCode)
+		_, err := io.Copy(w, resp.Body)
+		resp.Body.Close()
+		if !reusable() || err != nil || resp.Close || uc.br.Buffered() > 0 {
+			uc.c.Close()
+			return true
+		}
+		b.put(uc)
+		return true
+	}
+	w.WriteHeader(resp.StatusCode)
 	// The part of the body already read into the buffer goes first; the
 	// rest is spliced straight from the socket.
 	buffered := min(int64(uc.br.Buffered()), resp.ContentLength)
