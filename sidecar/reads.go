@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// blobStreamer serves reads (GET, HEAD) with a lean HTTP/1.1 client of its
+// readProxy serves reads (GET, HEAD) with a lean HTTP/1.1 client of its
 // own: request and response on the handler's goroutine, no Transport
 // goroutines and channel hand-offs per request. Blob bodies to plain-HTTP
 // clients are not even copied through user space. The registry sends blob files with sendfile; the
@@ -25,7 +25,7 @@ import (
 //
 // TLS clients and HTTP/2 get the same bodies copied (ReadFrom falls back
 // to a copy there); writes take the ReverseProxy.
-type blobStreamer struct {
+type readProxy struct {
 	upstream *url.URL
 	dialer   net.Dialer
 	idle     chan *upConn
@@ -38,11 +38,11 @@ type upConn struct {
 	br *bufio.Reader
 }
 
-func newBlobStreamer(upstream *url.URL, log *slog.Logger) *blobStreamer {
+func newReadProxy(upstream *url.URL, log *slog.Logger) *readProxy {
 	if upstream.Scheme != "http" {
 		return nil
 	}
-	return &blobStreamer{
+	return &readProxy{
 		upstream: upstream,
 		dialer:   net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
 		idle:     make(chan *upConn, 128),
@@ -52,11 +52,11 @@ func newBlobStreamer(upstream *url.URL, log *slog.Logger) *blobStreamer {
 
 // eligible reports whether a request takes this path: every read. Writes
 // (with bodies, uploads) go through the ReverseProxy.
-func (b *blobStreamer) eligible(r *http.Request) bool {
+func (b *readProxy) eligible(r *http.Request) bool {
 	return b != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead)
 }
 
-func (b *blobStreamer) get(ctx context.Context) (*upConn, error) {
+func (b *readProxy) get(ctx context.Context) (*upConn, error) {
 	select {
 	case uc := <-b.idle:
 		return uc, nil
@@ -74,7 +74,7 @@ func (b *blobStreamer) get(ctx context.Context) (*upConn, error) {
 	return &upConn{c: tc, br: bufio.NewReaderSize(tc, 16<<10)}, nil
 }
 
-func (b *blobStreamer) put(uc *upConn) {
+func (b *readProxy) put(uc *upConn) {
 	select {
 	case b.idle <- uc:
 	default:
@@ -84,7 +84,7 @@ func (b *blobStreamer) put(uc *upConn) {
 
 // serve proxies one blob GET. It returns false, having written nothing,
 // when the request should take the ordinary proxy path instead.
-func (b *blobStreamer) serve(w http.ResponseWriter, r *http.Request) bool {
+func (b *readProxy) serve(w http.ResponseWriter, r *http.Request) bool {
 	rf, ok := w.(io.ReaderFrom)
 	if !ok {
 		return false

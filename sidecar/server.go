@@ -68,7 +68,7 @@ type Server struct {
 	tokens      *tokens
 	externalURL *url.URL
 	proxy       http.Handler
-	blobs       *blobStreamer
+	blobs       *readProxy
 	certs       *certSource
 	metrics     *metrics
 	throttle    *Throttle
@@ -130,7 +130,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		tokens:      toks,
 		externalURL: ext,
 		proxy:       newProxy(up, newTransport(), cfg.Logger),
-		blobs:       newBlobStreamer(up, cfg.Logger),
+		blobs:       newReadProxy(up, cfg.Logger),
 		certs: &certSource{
 			certFile: cfg.CertFile,
 			keyFile:  cfg.KeyFile,
