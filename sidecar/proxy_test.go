@@ -113,7 +113,7 @@ func TestBlobRoundTripStreams(t *testing.T) {
 	if err != nil || n != size || fmt.Sprintf("sha256:%x", h.Sum(nil)) != digest {
 		t.Fatalf("pulled %d bytes, err %v, digest mismatch=%v", n, err, fmt.Sprintf("sha256:%x", h.Sum(nil)) != digest)
 	}
-	if s.server.blobs.spliced.Load() == 0 {
+	if s.server.reads.spliced.Load() == 0 {
 		t.Fatal("the blob GET did not take the splice path")
 	}
 	// Again, on the pooled upstream connection, and with a 1-byte blob
@@ -136,7 +136,7 @@ func TestBlobRoundTripStreams(t *testing.T) {
 			t.Fatalf("size %d: %d bytes, %v", sz, n, err)
 		}
 	}
-	if got := s.server.blobs.spliced.Load(); got != 3 {
+	if got := s.server.reads.spliced.Load(); got != 3 {
 		t.Fatalf("spliced %d bodies, want 3", got)
 	}
 	// HTTP/2 over TLS and HEAD take the ordinary path and still work.

@@ -68,7 +68,7 @@ type Server struct {
 	tokens      *tokens
 	externalURL *url.URL
 	proxy       http.Handler
-	blobs       *readProxy
+	reads       *readProxy
 	certs       *certSource
 	metrics     *metrics
 	throttle    *Throttle
@@ -130,7 +130,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		tokens:      toks,
 		externalURL: ext,
 		proxy:       newProxy(up, newTransport(), cfg.Logger),
-		blobs:       newReadProxy(up, cfg.Logger),
+		reads:       newReadProxy(up, cfg.Logger),
 		certs: &certSource{
 			certFile: cfg.CertFile,
 			keyFile:  cfg.KeyFile,
@@ -246,7 +246,7 @@ func (s *Server) watchUsers(ctx context.Context) {
 // forward sends an authorized request to the registry: blob GETs of
 // plain-HTTP clients by splice, everything else through the ReverseProxy.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
-	if s.blobs.eligible(r) && s.blobs.serve(w, r) {
+	if s.reads.eligible(r) && s.reads.serve(w, r) {
 		return
 	}
 	s.proxy.ServeHTTP(w, r)
