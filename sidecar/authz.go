@@ -1,9 +1,6 @@
 package sidecar
 
-import (
-	"net/http"
-	"strings"
-)
+import "net/http"
 
 // access is what a request needs.
 type access int
@@ -23,21 +20,4 @@ func required(method string) access {
 		return accessWrite
 	}
 	return accessNone
-}
-
-// allowed is the authorization decision: role × access.
-func allowed(id Identity, need access, anonymousRead bool) bool {
-	switch need {
-	case accessRead:
-		return !id.Anonymous() || anonymousRead
-	case accessWrite:
-		return !id.Anonymous() && id.Admin
-	}
-	return false
-}
-
-// isRegistryPath reports whether path belongs to the registry API, the only
-// thing the sidecar forwards.
-func isRegistryPath(path string) bool {
-	return path == "/v2" || strings.HasPrefix(path, "/v2/")
 }

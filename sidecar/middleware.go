@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -168,20 +169,11 @@ func (s *Server) decide(id Identity, n need) bool {
 		return !id.Anonymous() || id.Bearer || s.cfg.AnonymousRead
 	}
 	role := roleActions(id, s.cfg.AnonymousRead, n.scope.Type, n.scope.Name)
-	roleOK := containsAction(role, n.action)
+	roleOK := slices.Contains(role, n.action)
 	if !id.Bearer {
 		return roleOK
 	}
 	return roleOK && covers(id.Scopes, n)
-}
-
-func containsAction(actions []string, a string) bool {
-	for _, x := range actions {
-		if x == a {
-			return true
-		}
-	}
-	return false
 }
 
 // authorize applies the decision. Refusals: 401 with a challenge for
