@@ -18,12 +18,7 @@ type origin struct {
 	host   string // host[:port], as the client used
 }
 
-const originKey ctxKey = iota + 10
-
-func originFrom(ctx context.Context) origin {
-	o, _ := ctx.Value(originKey).(origin)
-	return o
-}
+func originFrom(ctx context.Context) origin { return stateFrom(ctx).origin }
 
 // baseURL is the externally visible URL of the sidecar.
 func (o origin) baseURL() string { return o.scheme + "://" + o.host }
@@ -44,11 +39,12 @@ func (s *Server) trusts(addr string) bool {
 }
 
 // withOrigin resolves the request's origin once, for the realm, Location
-// headers, logs and throttling.
+// headers, logs and throttling, and puts the request's state into its
+// context: the one context change of the chain.
 func (s *Server) withOrigin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		o := s.resolveOrigin(r)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), originKey, o)))
+		st := &reqState{origin: s.resolveOrigin(r)}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey, st)))
 	})
 }
 

@@ -13,21 +13,25 @@ import (
 
 type ctxKey int
 
-const (
-	identityKey ctxKey = iota
-	reqInfoKey
-)
+const stateKey ctxKey = 0
+
+// reqState is what the middleware learns about a request: stored once in
+// its context by withOrigin (one request copy per request, not one per
+// middleware) and filled in as the request goes down the chain.
+type reqState struct {
+	origin origin   // set by withOrigin
+	id     Identity // set by authenticate or the token endpoint
+}
+
+func stateFrom(ctx context.Context) *reqState {
+	if st, ok := ctx.Value(stateKey).(*reqState); ok {
+		return st
+	}
+	return &reqState{}
+}
 
 // identityFrom returns the identity the authenticate middleware stored.
-func identityFrom(ctx context.Context) Identity {
-	id, _ := ctx.Value(identityKey).(Identity)
-	return id
-}
-
-// reqInfo is filled in by the inner middleware for the access log.
-type reqInfo struct {
-	user string
-}
+func identityFrom(ctx context.Context) Identity { return stateFrom(ctx).id }
 
 // methods refuses methods the registry API does not use, before any
 // credential check: they are answered the same for everyone.
@@ -52,10 +56,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			rerr.write(w, r)
 			return
 		}
-		if info, ok := r.Context().Value(reqInfoKey).(*reqInfo); ok {
-			info.user = id.Name
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey, id)))
+		stateFrom(r.Context()).id = id
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -310,11 +312,11 @@ func (w *statusWriter) ReadFrom(src io.Reader) (int64, error) {
 func (s *Server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		info := &reqInfo{}
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), reqInfoKey, info)))
+		next.ServeHTTP(sw, r)
+		user := identityFrom(r.Context()).Name
 		s.metrics.observe(r, sw.status, r.ContentLength, sw.bytes, time.Since(start))
-		s.auditRequest(r, sw.status, sw.Header(), info.user)
+		s.auditRequest(r, sw.status, sw.Header(), user)
 		if !s.log.Enabled(r.Context(), slog.LevelInfo) {
 			return
 		}
@@ -325,7 +327,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 			slog.Int64("bytes_out", sw.bytes),
 			slog.Int64("bytes_in", r.ContentLength),
 			slog.Float64("ms", float64(time.Since(start).Microseconds())/1000),
-			slog.String("user", info.user),
+			slog.String("user", user),
 			slog.String("remote", originFrom(r.Context()).client),
 			slog.String("proto", r.Proto),
 		)

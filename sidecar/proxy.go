@@ -12,6 +12,19 @@ import (
 	"time"
 )
 
+// toRegistry sets what every request to the registry carries, on both
+// paths (ReverseProxy for writes, readProxy for reads): where the client
+// sent it, so Location headers point there, and no credentials. It returns
+// the Host to send.
+func toRegistry(h http.Header, o origin) string {
+	h.Del("Authorization")
+	h.Del("Forwarded")
+	h.Set("X-Forwarded-For", o.client)
+	h.Set("X-Forwarded-Proto", o.scheme)
+	h.Set("X-Forwarded-Host", o.host)
+	return o.host
+}
+
 // bufferPool recycles the proxy's copy buffers; 64 KiB copies a blob with
 // few syscalls without holding much memory per stream.
 type bufferPool struct{ p sync.Pool }
@@ -50,12 +63,7 @@ func newProxy(upstream *url.URL, transport http.RoundTripper, log *slog.Logger) 
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(upstream)
-			o := originFrom(pr.In.Context())
-			pr.Out.Host = o.host
-			pr.Out.Header.Set("X-Forwarded-For", o.client)
-			pr.Out.Header.Set("X-Forwarded-Proto", o.scheme)
-			pr.Out.Header.Set("X-Forwarded-Host", o.host)
-			pr.Out.Header.Del("Authorization")
+			pr.Out.Host = toRegistry(pr.Out.Header, originFrom(pr.In.Context()))
 		},
 		Transport:     transport,
 		FlushInterval: 100 * time.Millisecond,

@@ -90,18 +90,12 @@ func (b *readProxy) serve(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	out := r.Clone(r.Context())
-	o := originFrom(r.Context())
 	out.URL.Scheme, out.URL.Host = b.upstream.Scheme, b.upstream.Host
-	out.Host = o.host
 	out.RequestURI = ""
-	out.Header.Del("Authorization")
 	for _, h := range hopHeaders {
 		out.Header.Del(h)
 	}
-	out.Header.Set("X-Forwarded-For", o.client)
-	out.Header.Set("X-Forwarded-Proto", o.scheme)
-	out.Header.Set("X-Forwarded-Host", o.host)
-	out.Header.Del("Forwarded")
+	out.Host = toRegistry(out.Header, originFrom(r.Context()))
 
 	uc, err := b.get(r.Context())
 	if err != nil {

@@ -68,9 +68,7 @@ func (s *Server) tokenGET(w http.ResponseWriter, r *http.Request) {
 		(&regError{status: http.StatusBadRequest, code: codeDenied, message: "account does not match the credentials"}).write(w, r)
 		return
 	}
-	if info, ok := r.Context().Value(reqInfoKey).(*reqInfo); ok {
-		info.user = id.Name
-	}
+	stateFrom(r.Context()).id = id // for the access log
 	granted := grant(id, s.cfg.AnonymousRead, ParseScopes(q["scope"]))
 	resp, err := s.tokenFor(r.Context(), id, granted, q.Get("offline_token") == "true")
 	if err != nil {
@@ -126,9 +124,7 @@ func (s *Server) tokenPOST(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, oauthError{Error: "unsupported_grant_type"})
 		return
 	}
-	if info, ok := r.Context().Value(reqInfoKey).(*reqInfo); ok {
-		info.user = id.Name
-	}
+	stateFrom(r.Context()).id = id // for the access log
 	granted := grant(id, s.cfg.AnonymousRead, ParseScopes(f["scope"]))
 	resp, err := s.tokenFor(r.Context(), id, granted, refresh)
 	if err != nil {
