@@ -1,10 +1,11 @@
 package sidecar
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/mreg-dev/mreg/internal/regapi"
 )
 
 // Sentinel errors of this package.
@@ -49,16 +50,6 @@ func (e *regError) Error() string {
 	return fmt.Sprintf("%d %s: %s", e.status, e.code, e.message)
 }
 
-type errorBody struct {
-	Errors []errorEntry `json:"errors"`
-}
-
-type errorEntry struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Detail  any    `json:"detail"`
-}
-
 // write sends e. HEAD responses carry the headers but no body.
 func (e *regError) write(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
@@ -68,18 +59,7 @@ func (e *regError) write(w http.ResponseWriter, r *http.Request) {
 	if e.challenge != "" {
 		h.Set("WWW-Authenticate", e.challenge)
 	}
-	h.Set("Docker-Distribution-API-Version", "registry/2.0")
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: e.code, Message: e.message, Detail: e.detail}}})
-	body = append(body, '\n')
-	if r.Method == http.MethodHead {
-		w.WriteHeader(e.status)
-		return
-	}
-	h.Set("Content-Length", fmt.Sprint(len(body)))
-	w.WriteHeader(e.status)
-	_, _ = w.Write(body)
+	regapi.WriteError(w, r, e.status, e.code, e.message, e.detail)
 }
 
 func errUnauthorized(challenge, message string) *regError {

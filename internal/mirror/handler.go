@@ -1,12 +1,12 @@
 package mirror
 
 import (
-	"bytes"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mreg-dev/mreg/internal/regapi"
 )
 
 // Wrap routes mirrored namespaces to their caches and everything else to
@@ -26,8 +26,8 @@ func (m *Mirrors) Wrap(next http.Handler) http.Handler {
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			writeErr(w, http.StatusMethodNotAllowed, "UNSUPPORTED",
-				"namespace "+mr.up.Namespace+" is a read-only mirror of "+mr.up.URL()+": pushes and deletes are refused")
+			regapi.WriteError(w, r, http.StatusMethodNotAllowed, "UNSUPPORTED",
+				"namespace "+mr.up.Namespace+" is a read-only mirror of "+mr.up.URL()+": pushes and deletes are refused", nil)
 			return
 		}
 		m.serve(w, r, mr, p)
@@ -37,14 +37,12 @@ func (m *Mirrors) Wrap(next http.Handler) http.Handler {
 // hostedOrDefault serves a read from the hosted registry and, when it has
 // no such repository or content, from the default upstream's cache.
 func (m *Mirrors) hostedOrDefault(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	nw := &errWriter{ResponseWriter: w, holdOnly404: true}
+	nw := &regapi.Holder{ResponseWriter: w, Hold: func(status int) bool { return status == http.StatusNotFound }}
 	next.ServeHTTP(nw, r)
-	if !nw.failed {
+	if !nw.Held {
 		return
 	}
-	for k := range w.Header() {
-		delete(w.Header(), k) // the hosted registry's 404 headers
-	}
+	nw.Replace() // the hosted registry's 404 headers
 	rest := strings.TrimPrefix(r.URL.Path, "/v2/")
 	m.serve(w, r, m.def, "/v2/"+libraryRule(m.def, rest))
 }
@@ -130,21 +128,24 @@ func (m *Mirrors) serve(w http.ResponseWriter, r *http.Request, mr *mirror, p st
 			defer m.flight.leave(mr.up.Namespace+p, done)
 		}
 	}
-	ew := &errWriter{ResponseWriter: w}
+	// A 5xx, or a 404 that may mean "not cached and the upstream is
+	// down", is held back and decided on below.
+	ew := &regapi.Holder{ResponseWriter: w, Hold: func(status int) bool { return status >= 500 || status == http.StatusNotFound }}
 	start := m.now()
 	mr.handler.ServeHTTP(ew, r2)
-	if ew.failed && ew.status == http.StatusNotFound && !m.upstreamFailedSince(mr, start) {
-		ew.release() // a real "not found" from a reachable upstream
+	if ew.Held && ew.Status == http.StatusNotFound && !m.upstreamFailedSince(mr, start) {
+		ew.Release() // a real "not found" from a reachable upstream
 		return
 	}
-	if ew.failed {
+	if ew.Held {
 		m.log.WarnContext(r.Context(), "mirror: upstream failed and the content is not cached",
-			"namespace", mr.up.Namespace, "upstream", mr.up.URL(), "path", p, "status", ew.status, "upstream_error", strings.TrimSpace(ew.body.String()))
-		writeErr(w, http.StatusServiceUnavailable, "UNAVAILABLE",
-			"upstream "+mr.up.Namespace+" ("+mr.up.URL()+") is unreachable or failing, and this content is not cached")
+			"namespace", mr.up.Namespace, "upstream", mr.up.URL(), "path", p, "status", ew.Status, "upstream_error", strings.TrimSpace(ew.Body.String()))
+		ew.Replace()
+		regapi.WriteError(w, r, http.StatusServiceUnavailable, "UNAVAILABLE",
+			"upstream "+mr.up.Namespace+" ("+mr.up.URL()+") is unreachable or failing, and this content is not cached", nil)
 		return
 	}
-	if isTag && ew.status == http.StatusOK {
+	if isTag && ew.Status == http.StatusOK {
 		if d := w.Header().Get("Docker-Content-Digest"); d != "" {
 			mr.rememberTag(repoTag, d, m.now())
 		}
@@ -222,65 +223,4 @@ func (f *flights) leave(key string, ch chan struct{}) {
 	delete(f.m, key)
 	f.mu.Unlock()
 	close(ch)
-}
-
-// errWriter holds back a 5xx answer of the proxy so it can be replaced by
-// a clear one; every other answer goes straight through.
-type errWriter struct {
-	http.ResponseWriter
-	status int
-	failed bool
-	body   bytes.Buffer
-	// holdOnly404: hold back only a 404 (the hosted registry's answer).
-	holdOnly404 bool
-}
-
-func (e *errWriter) WriteHeader(code int) {
-	e.status = code
-	if (code >= 500 && !e.holdOnly404) || code == http.StatusNotFound {
-		// A 404 may mean "not cached and the upstream is down";
-		// decided after the handler returns.
-		e.failed = true
-		return
-	}
-	e.ResponseWriter.WriteHeader(code)
-}
-
-// release sends a held-back answer unchanged.
-func (e *errWriter) release() {
-	e.ResponseWriter.WriteHeader(e.status)
-	_, _ = e.ResponseWriter.Write(e.body.Bytes())
-}
-
-func (e *errWriter) Write(b []byte) (int, error) {
-	if e.status == 0 {
-		e.WriteHeader(http.StatusOK)
-	}
-	if e.failed {
-		if e.body.Len() < 4096 {
-			e.body.Write(b)
-		}
-		return len(b), nil
-	}
-	return e.ResponseWriter.Write(b)
-}
-
-func (e *errWriter) Flush() {
-	if f, ok := e.ResponseWriter.(http.Flusher); ok && !e.failed {
-		f.Flush()
-	}
-}
-
-func (e *errWriter) Unwrap() http.ResponseWriter { return e.ResponseWriter }
-
-func writeErr(w http.ResponseWriter, status int, code, msg string) {
-	body, _ := json.Marshal(map[string]any{"errors": []map[string]any{{"code": code, "message": msg, "detail": nil}}})
-	h := w.Header()
-	for k := range h {
-		delete(h, k)
-	}
-	h.Set("Content-Type", "application/json")
-	h.Set("Docker-Distribution-API-Version", "registry/2.0")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
 }

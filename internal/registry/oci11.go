@@ -20,6 +20,8 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/mreg-dev/mreg/internal/regapi"
 )
 
 // The OCI 1.1 gaps of Distribution v3 (referrers API, OCI-Subject, tag
@@ -126,15 +128,16 @@ func (rf *ociFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // manifests but no tag (pushed by digest only) answers 200 with an empty
 // list, as the spec requires, where Distribution answers 404.
 func (rf *ociFront) listTags(w http.ResponseWriter, r *http.Request, name string) {
-	nw := &notFoundWriter{ResponseWriter: w}
+	nw := &regapi.Holder{ResponseWriter: w, Hold: func(status int) bool { return status == http.StatusNotFound }}
 	rf.next.ServeHTTP(nw, r)
-	if !nw.notFound {
+	if !nw.Held {
 		return
 	}
 	if named, err := reference.WithName(name); err == nil && rf.hasManifests(r.Context(), named) {
 		body, _ := json.Marshal(map[string]any{"name": name, "tags": []string{}})
+		nw.Replace()
 		h := w.Header()
-		h.Del("Content-Length")
+		h.Set("Docker-Distribution-API-Version", "registry/2.0")
 		h.Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
 		if r.Method == http.MethodGet {
@@ -142,7 +145,7 @@ func (rf *ociFront) listTags(w http.ResponseWriter, r *http.Request, name string
 		}
 		return
 	}
-	nw.flush()
+	nw.Release()
 }
 
 func (rf *ociFront) hasManifests(ctx context.Context, name reference.Named) bool {
@@ -164,42 +167,13 @@ func (rf *ociFront) hasManifests(ctx context.Context, name reference.Named) bool
 	return found
 }
 
-// notFoundWriter holds back a 404 answer so that the caller can replace it;
-// every other answer goes straight through.
-type notFoundWriter struct {
-	http.ResponseWriter
-	notFound bool
-	status   int
-	body     bytes.Buffer
-}
-
-func (n *notFoundWriter) WriteHeader(code int) {
-	if code == http.StatusNotFound {
-		n.notFound, n.status = true, code
-		return
-	}
-	n.ResponseWriter.WriteHeader(code)
-}
-
-func (n *notFoundWriter) Write(b []byte) (int, error) {
-	if n.notFound {
-		return n.body.Write(b)
-	}
-	return n.ResponseWriter.Write(b)
-}
-
-func (n *notFoundWriter) flush() {
-	n.ResponseWriter.WriteHeader(n.status)
-	_, _ = n.ResponseWriter.Write(n.body.Bytes())
-}
-
 // putManifest passes a manifest PUT through and, when the manifest has a
 // subject, answers with OCI-Subject so clients skip the tag-schema
 // fallback. Manifests are small (Distribution refuses more than 4 MiB).
 func (rf *ociFront) putManifest(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxManifest+1))
 	if err != nil {
-		writeRegError(w, http.StatusBadRequest, "MANIFEST_INVALID", "could not read manifest")
+		regapi.WriteError(w, r, http.StatusBadRequest, "MANIFEST_INVALID", "could not read manifest", nil)
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
@@ -215,7 +189,7 @@ func (rf *ociFront) putManifest(w http.ResponseWriter, r *http.Request) {
 	for _, l := range m.Layers {
 		for _, u := range l.URLs {
 			if !rf.validURL(u) {
-				writeRegErrorDetail(w, http.StatusBadRequest, "MANIFEST_INVALID", "manifest invalid", map[string]string{"reason": "invalid URL on layer", "url": u})
+				regapi.WriteError(w, r, http.StatusBadRequest, "MANIFEST_INVALID", "manifest invalid", map[string]string{"reason": "invalid URL on layer", "url": u})
 				return
 			}
 		}
@@ -254,18 +228,18 @@ func (s *subjectWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 func (rf *ociFront) serveList(w http.ResponseWriter, r *http.Request, name, dgst string) {
 	subject, err := digest.Parse(dgst)
 	if err != nil {
-		writeRegError(w, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest")
+		regapi.WriteError(w, r, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest", nil)
 		return
 	}
 	named, err := reference.WithName(name)
 	if err != nil {
-		writeRegError(w, http.StatusBadRequest, "NAME_INVALID", "invalid repository name")
+		regapi.WriteError(w, r, http.StatusBadRequest, "NAME_INVALID", "invalid repository name", nil)
 		return
 	}
 	list, err := rf.list(r.Context(), named, subject)
 	if err != nil {
 		rf.log.ErrorContext(r.Context(), "referrers", "repository", name, "subject", subject.String(), "err", err)
-		writeRegError(w, http.StatusInternalServerError, "UNKNOWN", "could not list referrers")
+		regapi.WriteError(w, r, http.StatusInternalServerError, "UNKNOWN", "could not list referrers", nil)
 		return
 	}
 	if at := r.URL.Query().Get("artifactType"); at != "" {
@@ -389,17 +363,4 @@ func (rf *ociFront) validURL(u string) bool {
 		return false
 	}
 	return rf.denyURL == nil || !rf.denyURL.MatchString(u)
-}
-
-// writeRegError answers with the registry protocol's error envelope.
-func writeRegError(w http.ResponseWriter, status int, code, msg string) {
-	writeRegErrorDetail(w, status, code, msg, nil)
-}
-
-func writeRegErrorDetail(w http.ResponseWriter, status int, code, msg string, detail any) {
-	body, _ := json.Marshal(map[string]any{"errors": []map[string]any{{"code": code, "message": msg, "detail": detail}}})
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
 }
