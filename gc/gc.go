@@ -25,6 +25,7 @@ package gc
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -55,6 +56,23 @@ type Stats struct {
 	UploadsRemoved    int           `json:"uploads_removed"`
 	DryRun            bool          `json:"dry_run"`
 	Duration          time.Duration `json:"duration"`
+}
+
+// LogAttrs is the report as log attributes, named as in the JSON form
+// (with the duration in seconds).
+func (s Stats) LogAttrs() []slog.Attr {
+	return []slog.Attr{
+		slog.Bool("dry_run", s.DryRun),
+		slog.Int("repositories", s.Repositories),
+		slog.Int("manifests_scanned", s.ManifestsScanned),
+		slog.Int("manifests_removed", s.ManifestsRemoved),
+		slog.Int("blobs_scanned", s.BlobsScanned),
+		slog.Int("blobs_removed", s.BlobsRemoved),
+		slog.Int64("bytes_freed", s.BytesFreed),
+		slog.Int("layer_links_removed", s.LayerLinksRemoved),
+		slog.Int("uploads_removed", s.UploadsRemoved),
+		slog.Float64("seconds", s.Duration.Seconds()),
+	}
 }
 
 // Summary is the human-readable report.

@@ -85,18 +85,7 @@ func lockStorage(cfg *configuration.Configuration, holder string) (*storelock.Lo
 // runGC runs GC and writes its one structured report line.
 func runGC(ctx context.Context, log *slog.Logger, cfg *configuration.Configuration, opts gc.Options) (gc.Stats, error) {
 	stats, err := gc.RunConfig(ctx, cfg, opts)
-	attrs := []slog.Attr{
-		slog.Bool("dry_run", stats.DryRun),
-		slog.Int("repositories", stats.Repositories),
-		slog.Int("manifests_scanned", stats.ManifestsScanned),
-		slog.Int("manifests_removed", stats.ManifestsRemoved),
-		slog.Int("blobs_scanned", stats.BlobsScanned),
-		slog.Int("blobs_removed", stats.BlobsRemoved),
-		slog.Int64("bytes_freed", stats.BytesFreed),
-		slog.Int("layer_links_removed", stats.LayerLinksRemoved),
-		slog.Int("uploads_removed", stats.UploadsRemoved),
-		slog.Float64("seconds", stats.Duration.Seconds()),
-	}
+	attrs := stats.LogAttrs()
 	if err != nil {
 		log.LogAttrs(ctx, slog.LevelError, "gc failed", append(attrs, slog.String("err", err.Error()))...)
 		return stats, fmt.Errorf("gc: %w", err)

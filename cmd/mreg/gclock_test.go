@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/mreg-dev/mreg/gc"
 	"github.com/mreg-dev/mreg/internal/storelock"
 )
 
@@ -155,18 +156,9 @@ func gclRunOut(t *testing.T, bin string, wantOK bool, args ...string) (stdout, s
 	return o.String(), e.String()
 }
 
-// gclReport is the "gc finished" log line of a GC run.
-type gclReport struct {
-	DryRun            bool  `json:"dry_run"`
-	Repositories      int   `json:"repositories"`
-	ManifestsScanned  int   `json:"manifests_scanned"`
-	ManifestsRemoved  int   `json:"manifests_removed"`
-	BlobsScanned      int   `json:"blobs_scanned"`
-	BlobsRemoved      int   `json:"blobs_removed"`
-	BytesFreed        int64 `json:"bytes_freed"`
-	LayerLinksRemoved int   `json:"layer_links_removed"`
-	UploadsRemoved    int   `json:"uploads_removed"`
-}
+// gclReport is the "gc finished" log line of a GC run (the log line has
+// the JSON names of gc.Stats).
+type gclReport = gc.Stats
 
 // gclParseReport finds the one "gc finished" JSON line in a log.
 func gclParseReport(t *testing.T, log string) gclReport {

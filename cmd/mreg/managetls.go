@@ -47,13 +47,8 @@ Also available as "manage-tls" when the binary is invoked under that name.`,
   cat fullchain.pem privkey.pem | mreg manage-tls cert
   kubectl exec -i deploy/mreg -c auth -- manage-tls key < privkey.pem
   kubectl exec deploy/mreg -c auth -- manage-tls print --pem > ca.crt`,
-		Args: cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return cmd.Help()
-			}
-			return fmt.Errorf("unknown command %q for %q (want print, cert, key or generate)", args[0], cmd.CommandPath())
-		},
+		Args: cobra.NoArgs,
+		RunE: needSubcommand,
 	}
 	cmd.PersistentFlags().StringVar(&o.authDir, "auth-dir", defaultAuthDir, "directory with tls.crt and tls.key")
 	cmd.AddCommand(o.printCmd(), o.certCmd(), o.keyCmd(), o.generateCmd())
