@@ -68,32 +68,8 @@ func TestLocationHeadersPointAtClientAddress(t *testing.T) {
 // pushBlob uploads b monolithically through base as admin and returns its digest.
 func pushBlob(t testing.TB, c *http.Client, base string, body io.Reader, digest string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", base+"/v2/team/app/blobs/uploads/", nil)
-	req.SetBasicAuth(adminName, adminPassword)
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("start upload: %d %v", resp.StatusCode, err)
-	}
-	q := loc.Query()
-	q.Set("digest", digest)
-	loc.RawQuery = q.Encode()
-	req, _ = http.NewRequest("PUT", loc.String(), body)
-	req.SetBasicAuth(adminName, adminPassword)
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err = c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("put blob: %d %s", resp.StatusCode, b)
-	}
+	testutil.UploadBlob(t, c, base, "team/app", body, -1, digest,
+		func(r *http.Request) { r.SetBasicAuth(adminName, adminPassword) })
 }
 
 func TestBlobRoundTripStreams(t *testing.T) {

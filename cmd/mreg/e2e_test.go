@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -232,35 +231,12 @@ func TestEndToEndLargeBlobStreams(t *testing.T) {
 	idle := rss(t, p.sidecar.Pid())
 	base := "http://" + p.host
 
-	req, _ := http.NewRequest("POST", base+"/v2/big/blob/blobs/uploads/", nil)
+	testutil.UploadBlob(t, nil, base, "big/blob", &testutil.PatternReader{N: size}, size, digest,
+		func(r *http.Request) { r.SetBasicAuth("root", "root-pw") })
+
+	req, _ := http.NewRequest("GET", base+"/v2/big/blob/blobs/"+digest, nil)
 	req.SetBasicAuth("root", "root-pw")
 	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || resp.StatusCode != 202 {
-		t.Fatalf("start upload: %d %v", resp.StatusCode, err)
-	}
-	q := loc.Query()
-	q.Set("digest", digest)
-	loc.RawQuery = q.Encode()
-	req, _ = http.NewRequest("PUT", loc.String(), &testutil.PatternReader{N: size})
-	req.ContentLength = size
-	req.SetBasicAuth("root", "root-pw")
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 201 {
-		t.Fatalf("push: %d", resp.StatusCode)
-	}
-
-	req, _ = http.NewRequest("GET", base+"/v2/big/blob/blobs/"+digest, nil)
-	req.SetBasicAuth("root", "root-pw")
-	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

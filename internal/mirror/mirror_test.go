@@ -252,26 +252,8 @@ func TestConcurrentColdPullsFetchOnce(t *testing.T) {
 // pushPattern uploads a deterministic blob of size bytes to the upstream.
 func pushPattern(t *testing.T, host, repo string, size int64, digest string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+host+"/v2/"+repo+"/blobs/uploads/", nil)
-	req.SetBasicAuth("upuser", "up-pass")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	sep := "?"
-	if strings.Contains(loc, "?") {
-		sep = "&"
-	}
-	req, _ = http.NewRequest(http.MethodPut, loc+sep+"digest="+digest, &testutil.PatternReader{N: size})
-	req.ContentLength = size
-	req.SetBasicAuth("upuser", "up-pass")
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 201 {
-		t.Fatalf("upstream blob push: %v %v", err, resp.Status)
-	}
-	resp.Body.Close()
+	testutil.UploadBlob(t, nil, "http://"+host, repo, &testutil.PatternReader{N: size}, size, digest,
+		func(r *http.Request) { r.SetBasicAuth("upuser", "up-pass") })
 }
 
 func loadUpstreams(t *testing.T, yml, creds string) ([]mirror.Upstream, error) {

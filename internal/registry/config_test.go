@@ -3,15 +3,15 @@ package registry
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mreg-dev/mreg/internal/testutil"
 )
 
 func TestDefaultConfig(t *testing.T) {
@@ -79,26 +79,7 @@ func TestConfigFileWithEnvOverride(t *testing.T) {
 	}()
 	base := "http://" + ln.Addr().String()
 	const digest = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824" // "hello"
-	resp, err := http.Post(base+"/v2/t/blobs/uploads/", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	sep := "?"
-	if strings.Contains(loc, "?") {
-		sep = "&"
-	}
-	req, _ := http.NewRequest(http.MethodPut, loc+sep+"digest="+digest, strings.NewReader("hello"))
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("upload: %d", resp.StatusCode)
-	}
+	testutil.UploadBlob(t, nil, base, "t", strings.NewReader("hello"), 5, digest, nil)
 	blob := filepath.Join(envRoot, "docker/registry/v2/blobs/sha256/2c", digest[len("sha256:"):], "data")
 	if _, err := os.Stat(blob); err != nil {
 		t.Fatalf("blob not under the overridden root: %v", err)

@@ -10,8 +10,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
+
+	"github.com/mreg-dev/mreg/internal/testutil"
 )
 
 func startTestRegistry(t *testing.T) string {
@@ -48,15 +49,7 @@ func do(t *testing.T, method, url, ctype string, body []byte) *http.Response {
 // pushBlob uploads b to repo.
 func pushBlob(t *testing.T, base, repo string, b []byte) string {
 	t.Helper()
-	resp := do(t, "POST", base+"/v2/"+repo+"/blobs/uploads/", "", nil)
-	loc := resp.Header.Get("Location")
-	sep := "?"
-	if strings.Contains(loc, "?") {
-		sep = "&"
-	}
-	if resp := do(t, "PUT", loc+sep+"digest="+sha(b), "application/octet-stream", b); resp.StatusCode != 201 {
-		t.Fatalf("blob upload: %d", resp.StatusCode)
-	}
+	testutil.UploadBlob(t, nil, base, repo, bytes.NewReader(b), int64(len(b)), sha(b), nil)
 	return sha(b)
 }
 
